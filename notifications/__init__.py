@@ -1,0 +1,1 @@
+"""Real-time notifications for Django: stored in models, streamed as Server-Sent Events."""

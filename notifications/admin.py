@@ -1,0 +1,66 @@
+"""NotificationAdmin: adding one sends it (through services, once, after commit)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+
+from . import services
+from .models import Audience, Notification
+
+
+class AudienceFilter(admin.SimpleListFilter):
+    title = "audience"
+    parameter_name = "audience"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(Audience.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Notification]) -> QuerySet[Notification]:
+        value = self.value()
+        if value == Audience.EVERYONE:
+            return queryset.filter(recipient__isnull=True, group__isnull=True)
+        if value == Audience.GROUP:
+            return queryset.filter(group__isnull=False)
+        if value == Audience.USER:
+            return queryset.filter(recipient__isnull=False)
+        return queryset
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    list_display = ["title", "level", "audience_display", "created_at", "read_by"]
+    list_filter = ["level", AudienceFilter, "created_at"]
+    search_fields = ["title", "body"]
+    date_hierarchy = "created_at"
+    raw_id_fields = ["recipient"]
+    fields = ["title", "body", "level", "url", "recipient", "group"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
+        return super().get_queryset(request).select_related("recipient", "group").annotate(
+            _read_by=Count("read_marks", distinct=True)
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Notification | None = None) -> list[str]:
+        # A sent notice is what its readers saw: editing it would not reach them again.
+        return [*self.fields, "created_at"] if obj is not None else []
+
+    @admin.display(description="audience")
+    def audience_display(self, obj: Notification) -> str:
+        if obj.recipient_id is not None:
+            return f"user: {obj.recipient}"
+        if obj.group_id is not None:
+            return f"group: {obj.group}"
+        return "everyone"
+
+    @admin.display(description="read by", ordering="_read_by")
+    def read_by(self, obj: Notification) -> int:
+        return getattr(obj, "_read_by", 0)
+
+    def save_model(self, request: HttpRequest, obj: Notification, form: Any, change: bool) -> None:
+        if change:
+            return  # every field is read-only once sent
+        services.send(obj)

@@ -1,0 +1,61 @@
+"""The app's settings, one typed property each, with defaults, read at use time (never at import)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+
+DEFAULTS: dict[str, Any] = {
+    "NOTIFICATIONS_HEARTBEAT": 15,
+    "NOTIFICATIONS_RETRY_MS": 3000,
+    "NOTIFICATIONS_REPLAY_LIMIT": 500,
+    "NOTIFICATIONS_PUBLIC": True,
+    "NOTIFICATIONS_MAX_AGE": 3600,
+    "NOTIFICATIONS_RETENTION_DAYS": 30,
+    "NOTIFICATIONS_MAX_STREAMS_PER_USER": 20,
+}
+
+
+def _get(name: str) -> Any:
+    return getattr(settings, name, DEFAULTS[name])
+
+
+class Settings:
+    @property
+    def HEARTBEAT(self) -> float:
+        """Seconds between ``: ping`` comments on an idle stream."""
+        return float(_get("NOTIFICATIONS_HEARTBEAT"))
+
+    @property
+    def RETRY_MS(self) -> int:
+        """The ``retry:`` sent when a stream opens, in milliseconds."""
+        return int(_get("NOTIFICATIONS_RETRY_MS"))
+
+    @property
+    def REPLAY_LIMIT(self) -> int:
+        """Most notifications replayed on one reconnect; more missed → ``reset``."""
+        return int(_get("NOTIFICATIONS_REPLAY_LIMIT"))
+
+    @property
+    def PUBLIC(self) -> bool:
+        """Whether anonymous visitors may stream "everyone" notices (else 403)."""
+        return bool(_get("NOTIFICATIONS_PUBLIC"))
+
+    @property
+    def MAX_AGE(self) -> float:
+        """Seconds before the server closes a stream (±10 % jitter) so load rebalances."""
+        return float(_get("NOTIFICATIONS_MAX_AGE"))
+
+    @property
+    def RETENTION_DAYS(self) -> float:
+        """Days notifications are kept for replay; older ones are pruned."""
+        return float(_get("NOTIFICATIONS_RETENTION_DAYS"))
+
+    @property
+    def MAX_STREAMS_PER_USER(self) -> int:
+        """Open streams one signed-in user may hold in one process; one more gets 429."""
+        return int(_get("NOTIFICATIONS_MAX_STREAMS_PER_USER"))
+
+
+app_settings = Settings()

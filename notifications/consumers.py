@@ -1,0 +1,154 @@
+"""The stream: parse → authorise → subscribe → replay → hello → live. Thin; the hub does fan-out.
+
+Channels stops an ``AsyncHttpConsumer`` as soon as ``handle()`` returns, and dispatches one
+message at a time, so a loop inside ``handle()`` would never see ``http.disconnect``. This
+consumer overrides ``http_request`` to keep the response open after ``handle()`` has written
+the replay; live events are written by the process's hub, and ``http.disconnect`` ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+
+from . import sse
+from .conf import app_settings
+from .fanout import Stream, get_hub
+from .models import Notification, StreamState, Viewer
+from .services import dumps, notification_frame
+
+logger = logging.getLogger(__name__)
+
+STREAM_HEADERS = [
+    (b"Content-Type", b"text/event-stream; charset=utf-8"),
+    (b"Cache-Control", b"no-cache, no-store"),
+    (b"X-Accel-Buffering", b"no"),
+]
+
+
+class NotificationStreamConsumer(AsyncHttpConsumer):
+    """``GET /notifications/stream/``: Server-Sent Events of the viewer's notifications."""
+
+    # No channel-layer channel per stream: the hub holds one per process.
+    channel_layer_alias = "__notifications_no_layer__"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stream: Stream | None = None
+
+    async def http_request(self, message: dict[str, Any]) -> None:
+        if "body" in message:
+            self.body.append(message["body"])
+        if message.get("more_body"):
+            return
+        try:
+            await self.handle(b"".join(self.body))
+        except BaseException:
+            await self.disconnect()
+            raise
+        if self.stream is None:  # a plain response was sent: finish as Channels would
+            await self.disconnect()
+            raise StopConsumer()
+
+    async def handle(self, body: bytes) -> None:
+        if self.scope["method"] != "GET":
+            await self._plain(405, "Method not allowed: the stream takes GET.", [(b"Allow", b"GET")])
+            return
+        try:
+            last_event_id = self._last_event_id()
+        except ValueError as exc:
+            await self._plain(400, str(exc))
+            return
+        viewer = await _viewer(self.scope.get("user"))
+        if viewer.user_id is None and not app_settings.PUBLIC:
+            await self._plain(403, "Sign in to receive notifications.")
+            return
+        hub = get_hub()
+        if viewer.user_id is not None and hub.streams_of_user(viewer.user_id) >= app_settings.MAX_STREAMS_PER_USER:
+            await self._plain(
+                429,
+                f"Too many open notification streams for this user (at most {app_settings.MAX_STREAMS_PER_USER}).",
+                [(b"Retry-After", b"10")],
+            )
+            return
+        try:
+            await hub.start()
+        except Exception:
+            logger.exception("The notifications hub could not subscribe to the channel layer.")
+            await self._plain(503, "Notifications are unavailable right now.", [(b"Retry-After", b"5")])
+            return
+
+        await self.send_headers(status=200, headers=STREAM_HEADERS)
+        await self.send_body(sse.encode_retry(app_settings.RETRY_MS), more_body=True)
+        # Subscribed before the replay query: whatever commits meanwhile is either in the
+        # replay or arrives live, and go_live() drops what the replay already sent.
+        self.stream, cursor = hub.attach(viewer, self.send)
+        if last_event_id is not None:
+            frames, replayed_through = await _replay(viewer, last_event_id, cursor, app_settings.REPLAY_LIMIT)
+            for frame in frames:
+                await self.send_body(frame, more_body=True)
+            cursor = max(cursor, replayed_through)
+        hello = dumps({"user": viewer.username, "cursor": cursor})
+        await self.send_body(sse.encode_event(hello, event="hello", id=cursor), more_body=True)
+        self.stream.go_live(cursor)
+        hub.expire_later(self.stream, app_settings.MAX_AGE)
+
+    def _last_event_id(self) -> int | None:
+        """The ``Last-Event-ID`` header wins over ``?last_event_id=`` (SPEC §6)."""
+        for name, value in self.scope.get("headers", []):
+            if name.lower() == b"last-event-id":
+                header = sse.parse_last_event_id(value)
+                if header is not None:
+                    return header
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        values = query.get("last_event_id")
+        if not values:
+            return None
+        return sse.parse_last_event_id(values[-1])
+
+    async def _plain(self, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        await self.send_response(
+            status,
+            (text + "\n").encode(),
+            headers=[(b"Content-Type", b"text/plain; charset=utf-8"), *(headers or [])],
+        )
+
+    async def disconnect(self) -> None:
+        if self.stream is not None:
+            get_hub().detach(self.stream)
+
+
+@database_sync_to_async
+def _viewer(user: Any) -> Viewer:
+    return Viewer.of(user)
+
+
+@database_sync_to_async
+def _replay(viewer: Viewer, after: int, cursor: int, limit: int) -> tuple[list[bytes], int]:
+    """Frames for what the viewer missed after ``after``, or one ``reset`` frame.
+
+    Reads past the hub's ``cursor`` too (rows the hub has not handed out yet): ids follow
+    commit order, so the newest row read bounds a range that is complete. Returns the frames
+    and the id up to which the stream is then complete. One indexed query for the rows (read
+    state included) and one for the pruning horizon, however many rows.
+    """
+    pruned_through = StreamState.objects.filter(pk=1).values_list("pruned_through", flat=True).first() or 0
+    if after < pruned_through:
+        return [_reset("expired", cursor)], cursor
+    rows = list(
+        Notification.objects.visible_to(viewer).with_read(viewer).filter(id__gt=after).order_by("id")[: limit + 1]
+    )
+    if len(rows) > limit:
+        return [_reset("too_many", cursor)], cursor
+    signed_in = viewer.user_id is not None
+    frames = [notification_frame(row, read=row.is_read if signed_in else None) for row in rows]
+    return frames, (rows[-1].id if rows else cursor)
+
+
+def _reset(reason: str, cursor: int) -> bytes:
+    return sse.encode_event(dumps({"reason": reason, "cursor": cursor}), event="reset", id=cursor)

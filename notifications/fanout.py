@@ -1,0 +1,434 @@
+"""The process's side of the channel layer: one hub per event loop fans events out to streams.
+
+One channel-layer channel per process joins ``services.EVENTS_GROUP``; every event reaches
+every process once. The hub keeps ``head``, the highest id it has handed out with nothing
+missing below it, and delivers ids strictly in order:
+
+* the next id arrives → its pre-encoded frame goes to every local stream that may see it;
+* an id already handed out (a duplicate, or one the database already gave us) → dropped;
+* a higher id (a lost or overtaken message, or a rolled-back id) → the hub reads the rows
+  in between from the database, once for all its streams, and delivers them in order.
+
+Because writers commit in id order (``services.lock_sequence``), every id below a
+published one is already committed, so that one read is complete. A periodic check of the
+newest id catches a lost message that nothing follows; a broken layer receive is retried
+and followed by the same check. Streams never read the database on the live path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from . import services, sse
+from .conf import app_settings
+from .models import Notification, Viewer
+
+logger = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+#: Frames one stream may have queued behind a send that has not finished (a client that
+#: does not read, on a server with flow control); past that the stream is dropped.
+MAX_OUTBOX = 1000
+#: Rows read from the database per catch-up query.
+CATCH_UP_BATCH = 500
+#: Seconds between checks of the newest id (finds a lost message that nothing follows, or
+#: one sent from a process the channel layer does not reach).
+TAIL_CHECK_SECONDS = 2.0
+#: Events a stream may collect while it replays before it counts as fallen behind.
+MAX_PENDING = 10_000
+
+
+class Stream:
+    """One open SSE response: where the hub writes frames, in id order, exactly once."""
+
+    __slots__ = ("viewer", "_send", "sent_through", "_pending", "_outbox", "closed", "_timer", "__weakref__")
+
+    def __init__(self, viewer: Viewer, send: Send) -> None:
+        self.viewer = viewer
+        self._send = send
+        #: Highest notification id written to this stream (or known to be before its start).
+        self.sent_through = 0
+        #: Events that arrive before the replay is written: ``(id, frame)``; None once live.
+        self._pending: list[tuple[int, bytes]] | None = []
+        #: Frames waiting behind a send that did not complete at once; None when idle.
+        self._outbox: collections.deque[dict[str, Any]] | None = None
+        self.closed = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def live(self) -> bool:
+        return self._pending is None
+
+    def deliver(self, id: int, frame: bytes) -> None:
+        """Called by the hub in id order for events this stream's viewer may see."""
+        if self._pending is not None:
+            if len(self._pending) >= MAX_PENDING:
+                logger.warning("Stream fell behind while replaying; closing it so it reconnects.")
+                self.close()
+                return
+            self._pending.append((id, frame))
+            return
+        if id <= self.sent_through:
+            return
+        self.sent_through = id
+        self.write(frame)
+
+    def go_live(self, sent_through: int) -> None:
+        """The replay and ``hello`` are written: flush what arrived meanwhile, then go live."""
+        pending, self._pending = self._pending or [], None
+        self.sent_through = max(self.sent_through, sent_through)
+        for id, frame in pending:
+            self.deliver(id, frame)
+
+    def write(self, body: bytes, *, more_body: bool = True) -> None:
+        """Write now, without waiting; order is kept if the server makes a send wait."""
+        if self.closed:
+            return
+        message = {"type": "http.response.body", "body": body, "more_body": more_body}
+        if not more_body:
+            self.closed = True
+        if self._outbox is not None:
+            if len(self._outbox) >= MAX_OUTBOX:
+                logger.warning("Dropping a stream that does not read (%d frames queued).", len(self._outbox))
+                self._outbox.clear()
+                self.closed = True
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            self._outbox.append(message)
+            return
+        try:
+            rest = _run_eagerly(self._send(message))
+        except Exception:  # a server may raise on a closed connection (ASGI 2.4)
+            logger.debug("send failed", exc_info=True)
+            self.closed = True
+            return
+        if rest is not None:
+            self._outbox = collections.deque()
+            asyncio.get_running_loop().create_task(self._drain(rest))
+
+    async def _drain(self, first: _Resume) -> None:
+        try:
+            await first
+            while self._outbox:
+                await self._send(self._outbox.popleft())
+        except Exception:  # a server may raise on a closed connection (ASGI 2.4)
+            self.closed = True
+        finally:
+            self._outbox = None
+
+    def close(self) -> None:
+        """End the response; the server then sends ``http.disconnect`` and the consumer detaches."""
+        self.write(b"", more_body=False)
+
+
+class _Resume:
+    """Awaitable that finishes a coroutine which suspended on its first step."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Any:
+        value = self.first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # cancellation: pass it on to the send
+                try:
+                    value = self.coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                value = self.coro.send(sent)
+            except StopIteration:
+                return
+
+
+def _run_eagerly(coro: Coroutine[Any, Any, None]) -> _Resume | None:
+    """Run a send now; return None if it finished without suspending (daphne's never suspends).
+
+    A task per write would cost more than the write itself. When a server's send does wait
+    (flow control), the rest of it comes back as an awaitable to finish in a task.
+    """
+    try:
+        first = coro.send(None)
+    except StopIteration:
+        return None
+    return _Resume(coro, first)
+
+
+class Hub:
+    """Fans the process's one channel-layer subscription out to its open streams."""
+
+    def __init__(self) -> None:
+        self.streams: set[Stream] = set()
+        self._by_user: dict[int, set[Stream]] = collections.defaultdict(set)
+        self._by_group: dict[int, set[Stream]] = collections.defaultdict(set)
+        self.head = 0
+        self.channel_name: str | None = None
+        self._layer: Any = None
+        self._started: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._held: dict[int, dict[str, Any]] = {}
+        self._catching_up = False
+        self.stats = collections.Counter[str]()
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the events group and learn the newest id; idempotent, safe to race."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._join()
+                self._tasks = [
+                    asyncio.create_task(self._receive_loop(), name="notifications-hub-receive"),
+                    asyncio.create_task(self._heartbeat_loop(), name="notifications-hub-heartbeat"),
+                    asyncio.create_task(self._maintenance_loop(), name="notifications-hub-maintenance"),
+                ]
+                self._started.set_result(None)
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                self._started.exception()  # mark retrieved
+                self._started = None
+                raise
+        await asyncio.shield(self._started)
+
+    async def _join(self) -> None:
+        self._layer = get_channel_layer()
+        if self._layer is None:
+            raise RuntimeError("CHANNEL_LAYERS has no 'default' layer; notifications cannot stream.")
+        if self.channel_name is None:
+            self.channel_name = await self._layer.new_channel("notifications-hub.")
+        await self._layer.group_add(services.EVENTS_GROUP, self.channel_name)
+        # Joined first, then read the head: anything committed later reaches us by message.
+        newest = await _newest_id()
+        self.head = max(self.head, newest)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        if self._layer is not None and self.channel_name is not None:
+            try:
+                await self._layer.group_discard(services.EVENTS_GROUP, self.channel_name)
+            except Exception:
+                logger.debug("group_discard failed", exc_info=True)
+        self._started = None
+
+    # -- streams ------------------------------------------------------------------------
+
+    def attach(self, viewer: Viewer, send: Send) -> tuple[Stream, int]:
+        """Register a stream before its replay. Returns it and the cursor to replay up to.
+
+        Every id above the returned cursor reaches the stream through ``deliver``.
+        """
+        stream = Stream(viewer, send)
+        self.streams.add(stream)
+        if viewer.user_id is not None:
+            self._by_user[viewer.user_id].add(stream)
+        for group_id in viewer.group_ids:
+            self._by_group[group_id].add(stream)
+        stream.sent_through = self.head
+        return stream, self.head
+
+    def detach(self, stream: Stream) -> None:
+        self.streams.discard(stream)
+        viewer = stream.viewer
+        if viewer.user_id is not None:
+            _discard(self._by_user, viewer.user_id, stream)
+        for group_id in viewer.group_ids:
+            _discard(self._by_group, group_id, stream)
+        if stream._timer is not None:
+            stream._timer.cancel()
+            stream._timer = None
+        stream.closed = True
+
+    def streams_of_user(self, user_id: int) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    def expire_later(self, stream: Stream, seconds: float) -> None:
+        """Close the stream after ``seconds`` ±10 % so that clients spread over processes."""
+        delay = seconds * random.uniform(0.9, 1.1)
+        stream._timer = asyncio.get_running_loop().call_later(delay, stream.close)
+
+    # -- events -------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self._layer.receive(self.channel_name)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A broken connection to the layer (Redis restarted, read timeout): anything
+                # published meanwhile is in the database. Re-join, then catch up.
+                logger.warning("Channel layer receive failed; retrying in %.1fs.", backoff, exc_info=True)
+                self.stats["layer_errors"] += 1
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                try:
+                    await self._join()
+                except Exception:
+                    logger.warning("Re-joining the channel layer failed.", exc_info=True)
+                    continue
+                self._schedule_catch_up()
+                continue
+            self.handle(message)
+
+    async def _heartbeat_loop(self) -> None:
+        """A ``: ping`` comment on every live stream every ``NOTIFICATIONS_HEARTBEAT`` seconds."""
+        ping = sse.encode_comment("ping")
+        while True:
+            await asyncio.sleep(app_settings.HEARTBEAT)
+            for stream in list(self.streams):
+                if stream.live:
+                    stream.write(ping)
+
+    async def _maintenance_loop(self) -> None:
+        """Check the newest id (finds a lost last message) and re-join before group expiry."""
+        since_join = 0.0
+        rejoin_every = max(1.0, float(getattr(self._layer, "group_expiry", 86400)) / 4)
+        while True:
+            await asyncio.sleep(TAIL_CHECK_SECONDS)
+            since_join += TAIL_CHECK_SECONDS
+            try:
+                newest = await _newest_id()
+            except Exception:
+                logger.warning("Tail check failed.", exc_info=True)
+            else:
+                if newest > self.head:
+                    self.stats["tail_repairs"] += 1
+                    self._schedule_catch_up()
+            if since_join >= rejoin_every:
+                since_join = 0.0
+                try:
+                    await self._layer.group_add(services.EVENTS_GROUP, self.channel_name)
+                except Exception:
+                    logger.warning("Re-joining the events group failed.", exc_info=True)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == services.EVENT_TYPE:
+            self._on_event(message)
+        elif kind == services.READ_TYPE:
+            frame = message["frame"]
+            for stream in list(self._by_user.get(message["user_id"], ())):
+                if stream.live:
+                    stream.write(frame)
+        else:
+            logger.warning("Hub ignored a message of unknown type %r.", kind)
+
+    def _on_event(self, message: dict[str, Any]) -> None:
+        id = message["id"]
+        if id <= self.head:
+            self.stats["duplicates_dropped"] += 1
+            return
+        if id == self.head + 1 and not self._catching_up:
+            self._fan_out(message)
+            return
+        self._held[id] = message
+        self._schedule_catch_up()
+
+    def _fan_out(self, message: dict[str, Any]) -> None:
+        id = message["id"]
+        self.head = id
+        self.stats["events"] += 1
+        audience, target = message["audience"], message["target"]
+        if audience == "everyone":
+            user_frame, anon_frame = message["user_frame"], message["anon_frame"]
+            for stream in list(self.streams):
+                stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame)
+            self.stats["deliveries"] += len(self.streams)
+            return
+        index = self._by_user if audience == "user" else self._by_group
+        targets = list(index.get(target, ()))
+        for stream in targets:
+            stream.deliver(id, message["user_frame"])
+        self.stats["deliveries"] += len(targets)
+
+    def _schedule_catch_up(self) -> None:
+        if not self._catching_up:
+            self._catching_up = True
+            asyncio.get_running_loop().create_task(self._catch_up())
+
+    async def _catch_up(self) -> None:
+        """Deliver, in order, every id above ``head`` from the database.
+
+        Held messages are only hints of how far to read: every id below a published one is
+        committed (writers commit in id order), so one read after ``upto`` was seen returns
+        every row up to it that exists; ids it does not return were rolled back or deleted.
+        """
+        self.stats["catch_ups"] += 1
+        try:
+            while True:
+                upto = max(self._held, default=0)
+                try:
+                    rows = await _fetch_after(self.head, CATCH_UP_BATCH)
+                except Exception:
+                    logger.warning("Catch-up query failed; retrying.", exc_info=True)
+                    await asyncio.sleep(0.5)
+                    continue
+                for message in rows:
+                    if message["id"] > self.head:
+                        self._fan_out(message)
+                if len(rows) == CATCH_UP_BATCH:
+                    continue
+                self.head = max(self.head, upto)
+                for id in [id for id in self._held if id <= self.head]:
+                    del self._held[id]
+                if not self._held:
+                    return
+        finally:
+            self._catching_up = False
+
+
+def _discard(index: dict[int, set[Stream]], key: int, stream: Stream) -> None:
+    members = index.get(key)
+    if members is not None:
+        members.discard(stream)
+        if not members:
+            del index[key]
+
+
+@database_sync_to_async
+def _newest_id() -> int:
+    last = Notification.objects.order_by("-id").values_list("id", flat=True).first()
+    return last or 0
+
+
+@database_sync_to_async
+def _fetch_after(after: int, limit: int) -> list[dict[str, Any]]:
+    rows = Notification.objects.filter(id__gt=after).order_by("id")[:limit]
+    return [services.event_message(row) for row in rows]
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop (one per process in a server)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub

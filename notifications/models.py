@@ -1,0 +1,203 @@
+"""Notification, per-user read state, and ``visible_to()``: the only audience filter."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+
+class Level(models.TextChoices):
+    INFO = "info", "Info"
+    SUCCESS = "success", "Success"
+    WARNING = "warning", "Warning"
+    ERROR = "error", "Error"
+
+
+class Audience(models.TextChoices):
+    EVERYONE = "everyone", "Everyone"
+    GROUP = "group", "Group"
+    USER = "user", "User"
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking, as plain data: what a stream keeps for its whole life."""
+
+    user_id: int | None = None
+    username: str | None = None
+    group_ids: frozenset[int] = frozenset()
+    is_staff: bool = False
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.user_id is not None
+
+    @classmethod
+    def of(cls, user: AbstractBaseUser | AnonymousUser | None) -> Viewer:
+        """Build from a Django user (runs one query for the user's groups)."""
+        if user is None or not user.is_authenticated:
+            return cls()
+        group_ids = frozenset(user.groups.values_list("pk", flat=True))  # type: ignore[union-attr]
+        return cls(
+            user_id=user.pk,
+            username=user.get_username(),
+            group_ids=group_ids,
+            is_staff=bool(getattr(user, "is_staff", False)),
+        )
+
+    def may_see(self, audience: str, target: int | None) -> bool:
+        """The in-memory twin of ``visible_to()``, for live events."""
+        if audience == Audience.EVERYONE:
+            return True
+        if audience == Audience.GROUP:
+            return target in self.group_ids
+        return target is not None and target == self.user_id
+
+
+class NotificationQuerySet(models.QuerySet["Notification"]):
+    def visible_to(self, who: Viewer | AbstractBaseUser | AnonymousUser | None) -> NotificationQuerySet:
+        """Notifications this viewer may see: everyone's, their groups', their own."""
+        viewer = who if isinstance(who, Viewer) else Viewer.of(who)
+        q = Q(recipient__isnull=True, group__isnull=True)
+        if viewer.user_id is not None:
+            q |= Q(recipient_id=viewer.user_id)
+            if viewer.group_ids:
+                q |= Q(group_id__in=sorted(viewer.group_ids))
+        return self.filter(q)
+
+    def with_read(self, viewer: Viewer) -> NotificationQuerySet:
+        """Annotate ``is_read`` for a signed-in viewer (False for everyone when anonymous)."""
+        if viewer.user_id is None:
+            return self.annotate(is_read=models.Value(False))
+        marks = ReadMark.objects.filter(user_id=viewer.user_id, notification_id=OuterRef("pk"))
+        return self.annotate(is_read=Exists(marks))
+
+
+class Notification(models.Model):
+    """A notice. Its id is the SSE event id and follows commit order (see services.notify)."""
+
+    id = models.BigAutoField(primary_key=True)
+    title = models.CharField(max_length=200)
+    body = models.TextField(blank=True)
+    level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
+    url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Optional link: an http(s) URL or a path starting with /.",
+    )
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Only this user sees it.",
+    )
+    group = models.ForeignKey(
+        Group,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Only this group's members see it.",
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = NotificationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["recipient", "id"], name="notif_recipient_id"),
+            models.Index(fields=["group", "id"], name="notif_group_id"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+    @property
+    def audience(self) -> str:
+        if self.recipient_id is not None:
+            return Audience.USER
+        if self.group_id is not None:
+            return Audience.GROUP
+        return Audience.EVERYONE
+
+    @property
+    def audience_target(self) -> int | None:
+        return self.recipient_id if self.recipient_id is not None else self.group_id
+
+    def clean(self) -> None:
+        errors: dict[str, list[str]] = {}
+        if self.recipient_id is not None and self.group_id is not None:
+            errors.setdefault("__all__", []).append(
+                "A notification goes to one user or one group, not both."
+            )
+        if not (self.title or "").strip():
+            errors.setdefault("title", []).append("The title may not be empty.")
+        for field in ("title", "body"):
+            if _has_surrogates(getattr(self, field) or ""):
+                errors.setdefault(field, []).append("Text must be valid Unicode (no lone surrogates).")
+        if self.url and not (
+            self.url.startswith(("https://", "http://")) or (self.url.startswith("/") and not self.url.startswith("//"))
+        ):
+            errors.setdefault("url", []).append("The link must be an http(s) URL or a path starting with /.")
+        if errors:
+            raise ValidationError(errors)
+
+    def payload(self, *, read: bool | None) -> dict[str, Any]:
+        """The JSON of a ``notification`` event (``read`` only for signed-in viewers)."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "title": self.title,
+            "body": self.body,
+            "level": self.level,
+            "url": self.url,
+            "created_at": self.created_at.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "audience": self.audience,
+        }
+        if read is not None:
+            data["read"] = read
+        return data
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+class ReadMark(models.Model):
+    """One user has read one notification; "mark all read" writes one row per notification."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="read_marks")
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "notification"], name="notif_read_once"),
+        ]
+
+
+class StreamState(models.Model):
+    """A single row: locked by every writer so ids follow commit order; remembers pruning."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    pruned_through = models.BigIntegerField(
+        default=0, help_text="Every notification with an id up to this one may have been pruned."
+    )
+
+    @classmethod
+    def get(cls) -> StreamState:
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj

@@ -1,0 +1,313 @@
+"""The stream consumer, driven with ApplicationCommunicator and a real in-memory channel layer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from notifications.fanout import get_hub
+from notifications.services import notify
+
+from .streams import ConsumerStream
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+
+
+@pytest.fixture(autouse=True)
+async def fresh_hub(settings):
+    settings.NOTIFICATIONS_HEARTBEAT = 60
+    yield
+    hub = get_hub()
+    await hub.stop()
+    await get_channel_layer().flush()
+
+
+anotify = sync_to_async(notify)
+
+
+def has(kind, count=1):
+    return lambda s: len(s.of_type(kind)) >= count
+
+
+async def test_headers_retry_first_then_hello_with_cursor():
+    stream = await ConsumerStream().open()
+    assert stream.status == 200
+    assert stream.headers[b"content-type"] == b"text/event-stream; charset=utf-8"
+    assert b"no-cache" in stream.headers[b"cache-control"]
+    assert stream.headers[b"x-accel-buffering"] == b"no"
+    first = await stream.read_chunk()
+    assert first == b"retry: 3000\n\n"
+    await stream.read_until(has("hello"))
+    hello = stream.of_type("hello")[0]
+    assert json.loads(hello.data) == {"user": None, "cursor": 0}
+    assert hello.last_event_id == "0"
+    await stream.close()
+
+
+async def test_live_broadcast_reaches_anonymous_and_user_once(alice):
+    anon = await ConsumerStream().open()
+    signed = await ConsumerStream(alice).open()
+    await anon.read_until(has("hello"))
+    await signed.read_until(has("hello"))
+    assert json.loads(signed.of_type("hello")[0].data)["user"] == "alice"
+    n = await anotify("Maintenance at 6", body="two\nlines", level="warning")
+    await anon.read_until(has("notification"))
+    await signed.read_until(has("notification"))
+    anon_data = json.loads(anon.of_type("notification")[0].data)
+    user_data = json.loads(signed.of_type("notification")[0].data)
+    assert anon_data["id"] == n.id and anon.of_type("notification")[0].last_event_id == str(n.id)
+    assert anon_data["body"] == "two\nlines"
+    assert anon_data["audience"] == "everyone"
+    assert "read" not in anon_data
+    assert user_data["read"] is False
+    await anon.nothing_more()
+    await signed.nothing_more()
+    await anon.close()
+    await signed.close()
+
+
+async def test_targeted_notifications_reach_only_their_audience(alice, bob, group):
+    streams = {
+        "anon": await ConsumerStream().open(),
+        "alice": await ConsumerStream(alice).open(),
+        "bob": await ConsumerStream(bob).open(),
+    }
+    for s in streams.values():
+        await s.read_until(has("hello"))
+    to_alice = await anotify("For alice", recipient=alice)
+    to_group = await anotify("For oncall", group=group)
+    to_bob = await anotify("For bob", recipient="bob")
+    everyone = await anotify("For all")
+    for s in streams.values():
+        await s.read_until(lambda s: everyone.id in s.notification_ids())
+        await s.nothing_more(0.2)
+    assert streams["anon"].notification_ids() == [everyone.id]
+    assert streams["alice"].notification_ids() == [to_alice.id, to_group.id, everyone.id]
+    assert streams["bob"].notification_ids() == [to_bob.id, everyone.id]
+    for s in streams.values():
+        await s.close()
+
+
+async def test_replay_by_header_returns_exactly_the_missed_ones_in_order(alice, bob):
+    first = await anotify("one")
+    await anotify("bob only", recipient=bob)
+    second = await anotify("two", recipient=alice)
+    third = await anotify("three")
+    stream = await ConsumerStream(alice, headers=[(b"last-event-id", str(first.id).encode())]).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == [second.id, third.id]
+    hello = stream.of_type("hello")[0]
+    assert json.loads(hello.data)["cursor"] == third.id
+    await stream.close()
+
+
+async def test_header_wins_over_query_parameter():
+    a = await anotify("a")
+    b = await anotify("b")
+    c = await anotify("c")
+    stream = await ConsumerStream(
+        query=f"last_event_id={a.id}".encode(), headers=[(b"Last-Event-ID", str(b.id).encode())]
+    ).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == [c.id]
+    await stream.close()
+
+
+async def test_query_parameter_replays_without_header():
+    a = await anotify("a")
+    b = await anotify("b")
+    stream = await ConsumerStream(query=f"last_event_id={a.id}".encode()).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == [b.id]
+    await stream.close()
+
+
+async def test_replay_never_includes_someone_elses_notification(alice, bob):
+    await anotify("secret", recipient=bob)
+    stream = await ConsumerStream(alice, headers=[(b"last-event-id", b"0")]).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == []
+    await stream.close()
+
+
+async def test_id_beyond_newest_replays_nothing_and_hello_has_current_cursor():
+    n = await anotify("x")
+    stream = await ConsumerStream(headers=[(b"last-event-id", b"999999")]).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == []
+    assert json.loads(stream.of_type("hello")[0].data)["cursor"] == n.id
+    await stream.close()
+
+
+async def test_more_missed_than_replay_limit_sends_reset(settings):
+    settings.NOTIFICATIONS_REPLAY_LIMIT = 3
+    for i in range(4):
+        last = await anotify(f"n{i}")
+    stream = await ConsumerStream(headers=[(b"last-event-id", b"0")]).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == []
+    reset = stream.of_type("reset")[0]
+    assert json.loads(reset.data)["reason"] == "too_many"
+    assert stream.parser.last_event_id == str(last.id)
+    await stream.close()
+
+
+async def test_exactly_replay_limit_is_replayed(settings):
+    settings.NOTIFICATIONS_REPLAY_LIMIT = 3
+    ids = [(await anotify(f"n{i}")).id for i in range(3)]
+    stream = await ConsumerStream(headers=[(b"last-event-id", b"0")]).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == ids
+    assert stream.of_type("reset") == []
+    await stream.close()
+
+
+@pytest.mark.parametrize("bad", [b"abc", b"-1", b"1.5", b"99999999999999999999999"])
+async def test_malformed_last_event_id_is_400_text(bad):
+    stream = await ConsumerStream(headers=[(b"last-event-id", bad)]).open()
+    assert stream.status == 400
+    assert stream.headers[b"content-type"].startswith(b"text/plain")
+    await stream.read_chunk()
+    assert b"non-negative integer" in stream.body
+    assert stream.ended
+
+
+async def test_malformed_query_id_is_400():
+    stream = await ConsumerStream(query=b"last_event_id=x1").open()
+    assert stream.status == 400
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "HEAD"])
+async def test_other_methods_are_405(method):
+    stream = await ConsumerStream(method=method).open()
+    assert stream.status == 405
+    assert stream.headers[b"allow"] == b"GET"
+
+
+async def test_anonymous_refused_when_not_public(settings):
+    settings.NOTIFICATIONS_PUBLIC = False
+    stream = await ConsumerStream().open()
+    assert stream.status == 403
+
+
+async def test_signed_in_allowed_when_not_public(settings, alice):
+    settings.NOTIFICATIONS_PUBLIC = False
+    stream = await ConsumerStream(alice).open()
+    assert stream.status == 200
+    await stream.close()
+
+
+async def test_heartbeat_comment_arrives(settings):
+    settings.NOTIFICATIONS_HEARTBEAT = 0.1
+    stream = await ConsumerStream().open()
+    await stream.read_until(lambda s: "ping" in s.parser.comments, timeout=3)
+    await stream.close()
+
+
+async def test_disconnect_leaves_nothing_subscribed(alice):
+    hub = get_hub()
+    streams = [await ConsumerStream(alice).open() for _ in range(3)] + [await ConsumerStream().open()]
+    for s in streams:
+        await s.read_until(has("hello"))
+    assert len(hub.streams) == 4
+    assert hub.streams_of_user(alice.pk) == 3
+    for s in streams:
+        await s.close()
+    assert hub.streams == set()
+    assert hub.streams_of_user(alice.pk) == 0
+    assert dict(hub._by_group) == {} and dict(hub._by_user) == {}
+
+
+async def test_per_user_stream_cap_answers_429(settings, alice):
+    settings.NOTIFICATIONS_MAX_STREAMS_PER_USER = 2
+    ok = [await ConsumerStream(alice).open() for _ in range(2)]
+    refused = await ConsumerStream(alice).open()
+    assert [s.status for s in ok] == [200, 200]
+    assert refused.status == 429
+    for s in ok:
+        await s.close()
+
+
+async def test_max_age_closes_the_stream(settings):
+    settings.NOTIFICATIONS_MAX_AGE = 0.2
+    stream = await ConsumerStream().open()
+    await stream.read_until(lambda s: s.ended, timeout=3)
+    assert stream.of_type("hello")
+    await stream.communicator.send_input({"type": "http.disconnect"})
+    await stream.communicator.wait(2)
+    assert get_hub().streams == set()
+
+
+async def test_rolled_back_notification_is_never_streamed():
+    from django.db import transaction
+
+    stream = await ConsumerStream().open()
+    await stream.read_until(has("hello"))
+
+    def rolled_back():
+        try:
+            with transaction.atomic():
+                notify("never")
+                raise RuntimeError("abort")
+        except RuntimeError:
+            pass
+
+    await sync_to_async(rolled_back)()
+    kept = await anotify("kept")
+    await stream.read_until(has("notification"))
+    assert stream.notification_ids() == [kept.id]
+    await stream.close()
+
+
+async def test_lost_layer_message_is_recovered_from_the_database():
+    """A message the layer dropped (a capacity drop, a Redis outage) still arrives, in order."""
+    stream = await ConsumerStream().open()
+    await stream.read_until(has("hello"))
+    hub = get_hub()
+    # Store one without publishing it, as if the layer had lost its message.
+    from notifications.models import Notification
+
+    lost = await sync_to_async(Notification.objects.create)(title="lost")
+    after = await anotify("after")
+    await stream.read_until(has("notification", 2))
+    assert stream.notification_ids() == [lost.id, after.id]
+    assert hub.stats["catch_ups"] >= 1
+    await stream.close()
+
+
+async def test_events_that_arrive_during_replay_are_sent_once_after_it(alice):
+    """Subscribe first, replay, then hand over: nothing between replay and live, nothing twice."""
+    before = await anotify("before")
+    stream = ConsumerStream(alice, headers=[(b"last-event-id", b"0")])
+    hub = get_hub()
+    await hub.start()
+    # Deliver a live event straight to the hub while the stream is attached but still replaying.
+    from notifications import consumers
+
+    original = consumers._replay
+
+    async def slow_replay(*args):
+        result = await original(*args)
+        live = await anotify("during")
+        # wait until the hub has fanned it out to this pending stream
+        for _ in range(100):
+            if hub.head >= live.id:
+                break
+            import asyncio
+
+            await asyncio.sleep(0.01)
+        return result
+
+    consumers._replay = slow_replay
+    try:
+        await stream.open()
+        await stream.read_until(has("notification", 2))
+    finally:
+        consumers._replay = original
+    ids = stream.notification_ids()
+    assert ids[0] == before.id and len(ids) == 2 and ids[1] > before.id
+    await stream.nothing_more()
+    await stream.close()

@@ -105,8 +105,10 @@ def check_channel_layer(app_configs: Sequence[Any] | None = None, **kwargs: Any)
     if default.get("BACKEND", "").endswith("InMemoryChannelLayer") and not settings.DEBUG:
         return [
             Warning(
-                "The in-memory channel layer is used with DEBUG off: notifications sent from "
-                "another process (manage.py notify, a shell, a worker) never reach open streams.",
+                "The in-memory channel layer is used with DEBUG off. It cannot cross processes: "
+                "notifications sent from another process (manage.py notify, a shell, a worker, "
+                "another daphne) reach open streams only through each hub's database check, "
+                "seconds late.",
                 hint="Set REDIS_URL (channels_redis) when you run more than one process.",
                 id="notifications.W001",
             )

@@ -144,8 +144,8 @@ class Notification(models.Model):
             errors.setdefault("__all__", []).append(
                 "A notification goes to one user or one group, not both."
             )
-        if not (self.title or "").strip():
-            errors.setdefault("title", []).append("The title may not be empty.")
+        if self.title and not self.title.strip():
+            errors.setdefault("title", []).append("The title may not be only white space.")
         for field in ("title", "body"):
             if _has_surrogates(getattr(self, field) or ""):
                 errors.setdefault(field, []).append("Text must be valid Unicode (no lone surrogates).")

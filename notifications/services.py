@@ -18,7 +18,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from . import sse
-from .models import Level, Notification, StreamState
+from .models import Level, Notification, ReadMark, StreamState, Viewer
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -143,3 +143,36 @@ def publish(message: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(EVENTS_GROUP, message)
     except Exception:
         logger.exception("Publishing %s %s failed; streams will catch up from the database.", message["type"], message.get("id"))
+
+
+def unread_count(viewer: Viewer) -> int:
+    """Visible notifications the viewer has not read: one query (0 for anonymous viewers)."""
+    if viewer.user_id is None:
+        return 0
+    return Notification.objects.visible_to(viewer).with_read(viewer).filter(is_read=False).count()
+
+
+def mark_read(viewer: Viewer, ids: list[int] | None) -> int:
+    """Mark notifications read for a signed-in viewer: ``ids``, or every visible one if None.
+
+    Ids the viewer may not see are ignored (callers check visibility first for a 404). Every
+    open stream of that user gets ``event: read`` after commit. Returns the new unread count.
+    """
+    if viewer.user_id is None:
+        raise ValueError("Anonymous viewers have no read state.")
+    user_id = viewer.user_id
+    with transaction.atomic():
+        unread = Notification.objects.visible_to(viewer).with_read(viewer).filter(is_read=False)
+        if ids is not None:
+            unread = unread.filter(pk__in=ids)
+        new_ids = list(unread.values_list("pk", flat=True))
+        ReadMark.objects.bulk_create(
+            [ReadMark(user_id=user_id, notification_id=pk) for pk in new_ids],
+            ignore_conflicts=True,
+            batch_size=1000,
+        )
+        count = unread_count(viewer)
+        data = {"ids": sorted(ids) if ids is not None else "all", "unread_count": count}
+        frame = sse.encode_event(dumps(data), event="read")
+        transaction.on_commit(lambda: publish({"type": READ_TYPE, "user_id": user_id, "frame": frame}))
+    return count

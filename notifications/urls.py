@@ -2,10 +2,13 @@
 
 from django.urls import path
 
-from . import views
+from . import metrics, views
 
 app_name = "notifications"
 
 urlpatterns = [
     path("api/", views.api_list, name="api-list"),
+    path("api/read-all/", views.api_read_all, name="read-all"),
+    path("api/<int:pk>/read/", views.api_read, name="read"),
+    path("metrics", metrics.metrics_view, name="metrics"),
 ]

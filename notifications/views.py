@@ -2,39 +2,49 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from . import services
 from .conf import app_settings
-from .models import Notification, Viewer
+from .models import Level, Notification, Viewer
 
 PAGE_SIZE = 50
 API_MAX_LIMIT = 100
+CREATE_FIELDS = {"title", "body", "level", "url", "recipient", "group"}
 
 
 def _viewer(request: HttpRequest) -> Viewer:
     return Viewer.of(request.user)
 
 
+def _payloads(viewer: Viewer, rows: Any) -> list[dict[str, Any]]:
+    signed_in = viewer.user_id is not None
+    return [row.payload(read=row.is_read if signed_in else None) for row in rows]
+
+
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
     viewer = _viewer(request)
+    allowed = viewer.user_id is not None or app_settings.PUBLIC
     items: list[dict[str, Any]] = []
-    if viewer.user_id is not None or app_settings.PUBLIC:
+    if allowed:
         rows = Notification.objects.visible_to(viewer).with_read(viewer).order_by("-id")[:PAGE_SIZE]
-        signed_in = viewer.user_id is not None
-        items = [row.payload(read=row.is_read if signed_in else None) for row in rows]
-    last_id = max((item["id"] for item in items), default=None)
+        items = _payloads(viewer, rows)
     return render(
         request,
         "notifications/index.html",
         {
             "items": items,
-            "last_event_id": last_id,
-            "stream_allowed": viewer.user_id is not None or app_settings.PUBLIC,
+            "last_event_id": max((item["id"] for item in items), default=None),
+            "unread_count": services.unread_count(viewer) if allowed else 0,
+            "stream_allowed": allowed,
         },
     )
 
@@ -43,12 +53,24 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-@require_GET
+def _validation_message(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        parts = []
+        for field, errors in exc.message_dict.items():
+            text = " ".join(errors)
+            parts.append(text if field == "__all__" else f"{field}: {text}")
+        return " ".join(parts)
+    return " ".join(exc.messages)
+
+
+@require_http_methods(["GET", "POST"])
 def api_list(request: HttpRequest) -> JsonResponse:
+    """GET: the caller's notifications, newest first. POST (staff): send one."""
+    if request.method == "POST":
+        return _api_create(request)
     viewer = _viewer(request)
     if viewer.user_id is None and not app_settings.PUBLIC:
         return _error(403, "Sign in to list notifications.")
-    queryset = Notification.objects.visible_to(viewer).with_read(viewer).order_by("-id")
     try:
         limit = int(request.GET.get("limit", API_MAX_LIMIT))
         after = int(request.GET["after"]) if "after" in request.GET else None
@@ -56,9 +78,82 @@ def api_list(request: HttpRequest) -> JsonResponse:
         return _error(400, "limit and after must be integers.")
     if limit < 1:
         return _error(400, "limit must be at least 1.")
+    queryset = Notification.objects.visible_to(viewer).with_read(viewer).order_by("-id")
     if after is not None:
         queryset = queryset.filter(id__gt=after)
-    signed_in = viewer.user_id is not None
-    results = [row.payload(read=row.is_read if signed_in else None) for row in queryset[: min(limit, API_MAX_LIMIT)]]
-    unread = sum(1 for r in results if r.get("read") is False)  # replaced by an indexed count in the API issue
-    return JsonResponse({"results": results, "unread_count": unread})
+    results = _payloads(viewer, queryset[: min(limit, API_MAX_LIMIT)])
+    return JsonResponse({"results": results, "unread_count": services.unread_count(viewer)})
+
+
+def _api_create(request: HttpRequest) -> JsonResponse:
+    if not request.user.is_authenticated:
+        return _error(403, "Sign in as staff to send notifications.")
+    if not request.user.is_staff:
+        return _error(403, "Only staff may send notifications.")
+    try:
+        data = json.loads(request.body or b"")
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "The body must be JSON.")
+    if not isinstance(data, dict):
+        return _error(400, "The body must be a JSON object.")
+    unknown = sorted(set(data) - CREATE_FIELDS)
+    if unknown:
+        return _error(400, f"Unknown field(s): {', '.join(unknown)}.")
+    for field in CREATE_FIELDS:
+        if data.get(field) is not None and not isinstance(data[field], str):
+            return _error(400, f"{field} must be a string.")
+    level = data.get("level") or Level.INFO
+    if level not in Level.values:
+        return _error(400, f"Unknown level {level!r}; use one of {', '.join(Level.values)}.")
+    if data.get("recipient") and data.get("group"):
+        return _error(400, "A notification goes to one user or one group, not both.")
+    try:
+        notification = services.notify(
+            data.get("title") or "",
+            body=data.get("body") or "",
+            level=level,
+            url=data.get("url") or "",
+            recipient=data.get("recipient") or None,
+            group=data.get("group") or None,
+        )
+    except ValidationError as exc:
+        return _error(400, _validation_message(exc))
+    return JsonResponse(notification.payload(read=None), status=201)
+
+
+def _read_response(request: HttpRequest, body: dict[str, Any]) -> HttpResponse:
+    """JSON for scripts; a redirect back for the page's plain HTML forms (no JavaScript)."""
+    next_url = request.POST.get("next") if request.content_type != "application/json" else None
+    if next_url is not None:
+        safe = url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure())
+        return HttpResponseRedirect(next_url if safe else "/")
+    return JsonResponse(body)
+
+
+@require_POST
+def api_read(request: HttpRequest, pk: int) -> HttpResponse:
+    viewer = _viewer(request)
+    if viewer.user_id is None:
+        return _error(403, "Sign in to mark notifications read.")
+    if not Notification.objects.visible_to(viewer).filter(pk=pk).exists():
+        return _error(404, "No such notification.")
+    count = services.mark_read(viewer, [pk])
+    return _read_response(request, {"id": pk, "read": True, "unread_count": count})
+
+
+@require_POST
+def api_read_all(request: HttpRequest) -> HttpResponse:
+    viewer = _viewer(request)
+    if viewer.user_id is None:
+        return _error(403, "Sign in to mark notifications read.")
+    count = services.mark_read(viewer, None)
+    return _read_response(request, {"read": "all", "unread_count": count})
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: JSON for the API, Django's page elsewhere."""
+    if request.path.startswith("/notifications/api/"):
+        return _error(403, f"CSRF check failed: {reason}. Send the csrftoken cookie's value in X-CSRFToken.")
+    from django.views.csrf import csrf_failure as default
+
+    return default(request, reason)

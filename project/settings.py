@@ -87,11 +87,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+#: ``pubsub`` (default) or ``core``: which channels-redis layer carries events between processes
+#: (docs/deployment.md, "Choosing the channel layer", has the measurements behind the default).
+REDIS_LAYER = os.environ.get("REDIS_LAYER", "") or "pubsub"
+if REDIS_LAYER not in ("pubsub", "core"):
+    raise ImproperlyConfigured(f"REDIS_LAYER must be 'pubsub' or 'core', got {REDIS_LAYER!r}.")
+if REDIS_URL and REDIS_LAYER == "pubsub":
+    # One PUBLISH per event however many processes listen; pushed to each process's hub.
+    # Anything published while a process is cut off from Redis is read back from the
+    # database by its hub (gap detection and tail check in notifications/fanout.py).
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_keepalive": True}]},
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 10_000},
+            "CONFIG": {
+                # redis-py 8's default 5 s socket timeout cuts off channels-redis' 5 s blocking
+                # BZPOPMIN, so an idle receive fails every 5 s: read for longer than that.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "socket_connect_timeout": 5,
+                           "socket_keepalive": True}],
+                "capacity": 10_000,
+            },
         }
     }
 else:
@@ -115,7 +136,11 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = os.environ.get("DJANGO_STATIC_ROOT", "") or BASE_DIR / "staticfiles"
+# servestatic serves the app's and the admin's files straight from the finders, also with
+# DEBUG off: a plain `daphne project.asgi:application` has a styled admin without a
+# collectstatic step to forget (docs/deployment.md, "Static files").
+SERVESTATIC_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LOGIN_URL = "login"
@@ -128,3 +153,5 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"notifications": {"handlers": ["console"], "level": os.environ.get("NOTIFICATIONS_LOG_LEVEL", "INFO")}},
 }
+
+CSRF_FAILURE_VIEW = "notifications.views.csrf_failure"

@@ -311,3 +311,36 @@ async def test_events_that_arrive_during_replay_are_sent_once_after_it(alice):
     assert ids[0] == before.id and len(ids) == 2 and ids[1] > before.id
     await stream.nothing_more()
     await stream.close()
+
+
+async def test_read_event_reaches_every_stream_of_that_user_only(alice, bob):
+    from notifications.models import Viewer
+    from notifications.services import mark_read
+
+    n = await anotify("all")
+    tab1, tab2 = await ConsumerStream(alice).open(), await ConsumerStream(alice).open()
+    other = await ConsumerStream(bob).open()
+    for s in (tab1, tab2, other):
+        await s.read_until(has("hello"))
+    viewer = await sync_to_async(Viewer.of)(alice)
+    await sync_to_async(mark_read)(viewer, [n.id])
+    for s in (tab1, tab2):
+        await s.read_until(has("read"))
+        assert json.loads(s.of_type("read")[0].data) == {"ids": [n.id], "unread_count": 0}
+    await other.nothing_more()
+    for s in (tab1, tab2, other):
+        await s.close()
+
+
+async def test_replay_reflects_current_read_state(alice):
+    from notifications.models import Viewer
+    from notifications.services import mark_read
+
+    a = await anotify("a")
+    b = await anotify("b")
+    await sync_to_async(mark_read)(await sync_to_async(Viewer.of)(alice), [a.id])
+    stream = await ConsumerStream(alice, headers=[(b"last-event-id", b"0")]).open()
+    await stream.read_until(has("hello"))
+    reads = {json.loads(e.data)["id"]: json.loads(e.data)["read"] for e in stream.of_type("notification")}
+    assert reads == {a.id: True, b.id: False}
+    await stream.close()

@@ -1,0 +1,46 @@
+"""manage.py notify TITLE [--body] [--level] [--user USERNAME] [--group NAME] [--url]."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from notifications.models import Level
+from notifications.services import notify
+
+
+class Command(BaseCommand):
+    help = "Send a notification to everyone, one group (--group) or one user (--user)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("title")
+        parser.add_argument("--body", default="")
+        parser.add_argument("--level", default=Level.INFO, help=f"one of {', '.join(Level.values)}")
+        parser.add_argument("--user", dest="username", default=None, help="only this user (a username)")
+        parser.add_argument("--group", default=None, help="only this group's members (a group name)")
+        parser.add_argument("--url", default="", help="an http(s) URL or a path starting with /")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["level"] not in Level.values:
+            raise CommandError(f"Unknown level {options['level']!r}; use one of {', '.join(Level.values)}.")
+        if options["username"] and options["group"]:
+            raise CommandError("Give --user or --group, not both.")
+        try:
+            notification = notify(
+                options["title"],
+                body=options["body"],
+                level=options["level"],
+                url=options["url"],
+                recipient=options["username"],
+                group=options["group"],
+            )
+        except ValidationError as exc:
+            raise CommandError("; ".join(f"{k}: {' '.join(v)}" if k != "__all__" else " ".join(v)
+                                         for k, v in exc.message_dict.items())) from None
+        audience = (
+            f"user {options['username']}" if options["username"]
+            else f"group {options['group']}" if options["group"] else "everyone"
+        )
+        self.stdout.write(f"Sent notification {notification.id} to {audience}.")

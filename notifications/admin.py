@@ -38,6 +38,7 @@ class NotificationAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     raw_id_fields = ["recipient"]
     fields = ["title", "body", "level", "url", "recipient", "group"]
+    sent_fields: list[str] = ["title", "body", "level", "url", "recipient", "group", "created_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
         return super().get_queryset(request).select_related("recipient", "group").annotate(
@@ -46,7 +47,7 @@ class NotificationAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Notification | None = None) -> list[str]:
         # A sent notice is what its readers saw: editing it would not reach them again.
-        return [*self.fields, "created_at"] if obj is not None else []
+        return self.sent_fields if obj is not None else []
 
     @admin.display(description="audience")
     def audience_display(self, obj: Notification) -> str:

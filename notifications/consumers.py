@@ -146,7 +146,7 @@ def _replay(viewer: Viewer, after: int, cursor: int, limit: int) -> tuple[list[b
     if len(rows) > limit:
         return [_reset("too_many", cursor)], cursor
     signed_in = viewer.user_id is not None
-    frames = [notification_frame(row, read=row.is_read if signed_in else None) for row in rows]
+    frames = [notification_frame(row, read=getattr(row, "is_read", False) if signed_in else None) for row in rows]
     return frames, (rows[-1].id if rows else cursor)
 
 

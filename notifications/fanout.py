@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import functools
 import logging
 import random
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -34,7 +36,7 @@ from .models import Notification, Viewer
 
 logger = logging.getLogger(__name__)
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 #: Frames one stream may have queued behind a send that has not finished (a client that
 #: does not read, on a server with flow control); past that the stream is dropped.
@@ -46,12 +48,18 @@ CATCH_UP_BATCH = 500
 TAIL_CHECK_SECONDS = 2.0
 #: Events a stream may collect while it replays before it counts as fallen behind.
 MAX_PENDING = 10_000
+#: Bytes a stream may have waiting in the server's write buffer (daphne/Twisted buffers
+#: without limit for a client that does not read); past that the connection is aborted and
+#: the client, when it comes back, replays from its Last-Event-ID.
+MAX_BUFFERED_BYTES = 1 << 20
 
 
 class Stream:
     """One open SSE response: where the hub writes frames, in id order, exactly once."""
 
-    __slots__ = ("viewer", "_send", "sent_through", "_pending", "_outbox", "closed", "_timer", "__weakref__")
+    __slots__ = (
+        "viewer", "_send", "sent_through", "_pending", "_outbox", "closed", "_timer", "_transport", "__weakref__"
+    )
 
     def __init__(self, viewer: Viewer, send: Send) -> None:
         self.viewer = viewer
@@ -64,6 +72,8 @@ class Stream:
         self._outbox: collections.deque[dict[str, Any]] | None = None
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
+        #: The server's transport when it shows its write buffer (daphne's does), else None.
+        self._transport = _transport_of(send)
 
     @property
     def live(self) -> bool:
@@ -74,6 +84,7 @@ class Stream:
         if self._pending is not None:
             if len(self._pending) >= MAX_PENDING:
                 logger.warning("Stream fell behind while replaying; closing it so it reconnects.")
+                get_hub().stats["dropped_pending"] += 1
                 self.close()
                 return
             self._pending.append((id, frame))
@@ -100,6 +111,7 @@ class Stream:
         if self._outbox is not None:
             if len(self._outbox) >= MAX_OUTBOX:
                 logger.warning("Dropping a stream that does not read (%d frames queued).", len(self._outbox))
+                get_hub().stats["dropped_outbox"] += 1
                 self._outbox.clear()
                 self.closed = True
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
@@ -114,6 +126,23 @@ class Stream:
         if rest is not None:
             self._outbox = collections.deque()
             asyncio.get_running_loop().create_task(self._drain(rest))
+        elif self._transport is not None and self._transport.producerPaused:
+            self._check_buffer()
+
+    def _check_buffer(self) -> None:
+        """Abort a connection whose unread bytes exceed ``MAX_BUFFERED_BYTES``.
+
+        Daphne's send never waits: Twisted queues every write in memory and only tells its
+        producer to pause (``producerPaused``, past 64 KiB). A client that never reads would
+        grow the process without bound, so it is cut off; ``http.disconnect`` then detaches it.
+        """
+        transport = self._transport
+        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if buffered > MAX_BUFFERED_BYTES:
+            logger.warning("Dropping a stream that does not read (%d bytes unsent).", buffered)
+            get_hub().stats["dropped_unread_buffer"] += 1
+            self.closed = True
+            transport.abortConnection()
 
     async def _drain(self, first: _Resume) -> None:
         try:
@@ -154,6 +183,25 @@ class _Resume:
                 value = self.coro.send(sent)
             except StopIteration:
                 return
+
+
+def _transport_of(send: Any) -> Any:
+    """Daphne's TCP transport behind a consumer's ``send``, if it exposes its write buffer.
+
+    A consumer's ``send`` (through Channels' session middleware, which wraps it) ends in
+    daphne's ``functools.partial(server.handle_reply, protocol)``; the
+    protocol is a Twisted ``Request`` whose channel's transport is a ``FileDescriptor`` with
+    ``dataBuffer``/``offset``/``_tempDataLen``. Any other server (or a test) gives None.
+    """
+    for _ in range(5):  # unwrap the consumer, then Channels' session middleware
+        owner = getattr(send, "__self__", None)
+        send = getattr(owner, "base_send", None) or getattr(owner, "real_send", None) or send
+        if owner is None or isinstance(send, functools.partial):
+            break
+    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    transport = getattr(getattr(protocol, "channel", None), "transport", None)
+    needed = ("dataBuffer", "offset", "_tempDataLen", "producerPaused", "abortConnection")
+    return transport if all(hasattr(transport, name) for name in needed) else None
 
 
 def _run_eagerly(coro: Coroutine[Any, Any, None]) -> _Resume | None:
@@ -221,10 +269,8 @@ class Hub:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         self._tasks = []
         if self._layer is not None and self.channel_name is not None:
             try:

@@ -48,7 +48,7 @@ class Viewer:
         """Build from a Django user (runs one query for the user's groups)."""
         if user is None or not user.is_authenticated:
             return cls()
-        group_ids = frozenset(user.groups.values_list("pk", flat=True))  # type: ignore[union-attr]
+        group_ids = frozenset(user.groups.values_list("pk", flat=True))  # type: ignore[union-attr,attr-defined]
         return cls(
             user_id=user.pk,
             username=user.get_username(),
@@ -164,7 +164,7 @@ class Notification(models.Model):
             "body": self.body,
             "level": self.level,
             "url": self.url,
-            "created_at": self.created_at.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
+            "created_at": self.created_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
             "audience": self.audience,
         }
         if read is not None:
@@ -188,6 +188,9 @@ class ReadMark(models.Model):
             models.UniqueConstraint(fields=["user", "notification"], name="notif_read_once"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.user_id} read {self.notification_id}"
+
 
 class StreamState(models.Model):
     """A single row: locked by every writer so ids follow commit order; remembers pruning."""
@@ -196,6 +199,9 @@ class StreamState(models.Model):
     pruned_through = models.BigIntegerField(
         default=0, help_text="Every notification with an id up to this one may have been pruned."
     )
+
+    def __str__(self) -> str:
+        return f"stream state (pruned through {self.pruned_through})"
 
     @classmethod
     def get(cls) -> StreamState:

@@ -102,7 +102,7 @@ def send(notification: Notification) -> Notification:
     return notification
 
 
-def _resolve_user(value: AbstractBaseUser | str | None) -> AbstractBaseUser | None:
+def _resolve_user(value: AbstractBaseUser | str | None) -> Any:
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -142,14 +142,16 @@ def publish(message: dict[str, Any]) -> None:
     try:
         async_to_sync(layer.group_send)(EVENTS_GROUP, message)
     except Exception:
-        logger.exception("Publishing %s %s failed; streams will catch up from the database.", message["type"], message.get("id"))
+        logger.exception(
+            "Publishing %s %s failed; streams will catch up from the database.", message["type"], message.get("id")
+        )
 
 
 def unread_count(viewer: Viewer) -> int:
     """Visible notifications the viewer has not read: one query (0 for anonymous viewers)."""
     if viewer.user_id is None:
         return 0
-    return Notification.objects.visible_to(viewer).with_read(viewer).filter(is_read=False).count()
+    return Notification.objects.visible_to(viewer).with_read(viewer).filter(is_read=False).count()  # type: ignore[misc]
 
 
 def mark_read(viewer: Viewer, ids: list[int] | None) -> int:
@@ -162,7 +164,7 @@ def mark_read(viewer: Viewer, ids: list[int] | None) -> int:
         raise ValueError("Anonymous viewers have no read state.")
     user_id = viewer.user_id
     with transaction.atomic():
-        unread = Notification.objects.visible_to(viewer).with_read(viewer).filter(is_read=False)
+        unread = Notification.objects.visible_to(viewer).with_read(viewer).filter(is_read=False)  # type: ignore[misc]
         if ids is not None:
             unread = unread.filter(pk__in=ids)
         new_ids = list(unread.values_list("pk", flat=True))

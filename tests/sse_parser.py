@@ -70,12 +70,10 @@ class Parser:
             self._type = value
         elif name == "data":
             self._data.append(value)
-        elif name == "id":
-            if "\x00" not in value:
-                self._id_buffer = value
-        elif name == "retry":
-            if value.isascii() and value.isdigit():
-                self.retry = int(value)
+        elif name == "id" and "\x00" not in value:
+            self._id_buffer = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry = int(value)
         return None
 
     def _dispatch(self) -> Event | None:

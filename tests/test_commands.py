@@ -48,8 +48,7 @@ def test_notify_exits_non_zero_from_the_shell(tmp_path):
 
     env = project_env(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    result = subprocess.run(
-        [sys.executable, "manage.py", "notify", "x", "--level", "loud"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    command = [sys.executable, "manage.py", "notify", "x", "--level", "loud"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode != 0
     assert "Unknown level" in result.stderr

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from ..sse_parser import Event, Parser
+from tests.sse_parser import Event, Parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

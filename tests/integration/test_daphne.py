@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from .servers import SSEClient, Daphne, admin_add, login, manage, project_env
+from .servers import Daphne, SSEClient, admin_add, login, manage, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

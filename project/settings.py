@@ -31,7 +31,9 @@ if not DEBUG and SECRET_KEY == DEV_SECRET_KEY:
         "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (the development key is refused)."
     )
 
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h.strip()]
+ALLOWED_HOSTS = [
+    host.strip() for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if host.strip()
+]
 
 INSTALLED_APPS = [
     "daphne",  # runserver serves the ASGI app through daphne

@@ -76,6 +76,15 @@ class NotificationQuerySet(models.QuerySet["Notification"]):
                 q |= Q(group_id__in=sorted(viewer.group_ids))
         return self.filter(q)
 
+    def newest_id(self) -> int:
+        """The newest id ever handed out, as far as the database knows (pruned ones included).
+
+        A cursor below ``StreamState.pruned_through`` would read as "too old" and reset.
+        """
+        newest = Notification.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        pruned = StreamState.objects.filter(pk=1).values_list("pruned_through", flat=True).first() or 0
+        return max(newest, pruned)
+
     def with_read(self, viewer: Viewer) -> NotificationQuerySet:
         """Annotate ``is_read`` for a signed-in viewer (False for everyone when anonymous)."""
         if viewer.user_id is None:

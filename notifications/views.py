@@ -34,15 +34,18 @@ def index(request: HttpRequest) -> HttpResponse:
     viewer = _viewer(request)
     allowed = viewer.user_id is not None or app_settings.PUBLIC
     items: list[dict[str, Any]] = []
+    # The page's cursor is the newest id of all, read before the list: the stream then sends
+    # whatever commits after it, even when nothing visible was rendered (PITFALLS §2.7).
+    cursor = Notification.objects.newest_id()
     if allowed:
-        rows = Notification.objects.visible_to(viewer).with_read(viewer).order_by("-id")[:PAGE_SIZE]
-        items = _payloads(viewer, rows)
+        rows = Notification.objects.visible_to(viewer).with_read(viewer).filter(id__lte=cursor).order_by("-id")
+        items = _payloads(viewer, rows[:PAGE_SIZE])
     return render(
         request,
         "notifications/index.html",
         {
             "items": items,
-            "last_event_id": max((item["id"] for item in items), default=None),
+            "last_event_id": cursor,
             "unread_count": services.unread_count(viewer) if allowed else 0,
             "stream_allowed": allowed,
         },

@@ -208,3 +208,10 @@ def test_page_carries_last_event_id_of_newest_rendered():
     newest = [Notification.objects.create(title=f"n{i}") for i in range(3)][-1]
     html = Client().get("/").content.decode()
     assert f'data-last-event-id="{newest.id}"' in html
+
+
+def test_page_cursor_covers_notifications_it_may_not_see(alice, bob):
+    """Nothing visible rendered still gives a cursor, so the stream misses nothing after it."""
+    hidden = Notification.objects.create(title="bob only", recipient=bob)
+    html = client_for(alice).get("/").content.decode()
+    assert f'data-last-event-id="{hidden.id}"' in html

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import logging
 import random
+import sys
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -189,9 +190,9 @@ def _transport_of(send: Any) -> Any:
     """Daphne's TCP transport behind a consumer's ``send``, if it exposes its write buffer.
 
     A consumer's ``send`` (through Channels' session middleware, which wraps it) ends in
-    daphne's ``functools.partial(server.handle_reply, protocol)``; the
-    protocol is a Twisted ``Request`` whose channel's transport is a ``FileDescriptor`` with
-    ``dataBuffer``/``offset``/``_tempDataLen``. Any other server (or a test) gives None.
+    daphne's ``functools.partial(server.handle_reply, protocol)``; the protocol is a Twisted
+    ``Request`` whose channel's transport is a ``FileDescriptor`` with ``dataBuffer``,
+    ``offset`` and ``_tempDataLen``. Any other server (or a test) gives None.
     """
     for _ in range(5):  # unwrap the consumer, then Channels' session middleware
         owner = getattr(send, "__self__", None)
@@ -231,6 +232,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._held: dict[int, dict[str, Any]] = {}
         self._catching_up = False
+        self._ends_streams_on_shutdown = False
         self.stats = collections.Counter[str]()
 
     # -- life cycle ---------------------------------------------------------------------
@@ -262,8 +264,18 @@ class Hub:
             self.channel_name = await self._layer.new_channel("notifications-hub.")
         await self._layer.group_add(services.EVENTS_GROUP, self.channel_name)
         # Joined first, then read the head: anything committed later reaches us by message.
+        # Only with no stream attached: on a re-join (after a broken receive) streams are
+        # waiting for the ids above head, which the caller's catch-up delivers in order.
         newest = await _newest_id()
-        self.head = max(self.head, newest)
+        if not self.streams:
+            self.head = max(self.head, newest)
+        if not self._ends_streams_on_shutdown:
+
+            def end_streams() -> None:
+                for stream in list(self.streams):
+                    stream.close()
+
+            self._ends_streams_on_shutdown = _before_server_shutdown(end_streams)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -456,10 +468,26 @@ def _discard(index: dict[int, set[Stream]], key: int, stream: Stream) -> None:
             del index[key]
 
 
+def _before_server_shutdown(callback: Callable[[], object]) -> bool:
+    """Run ``callback`` when daphne starts shutting down (SIGTERM); False if not under daphne.
+
+    daphne cancels every application on shutdown and then drops the connections, so a
+    stream would end without its last chunk. Ending the responses first makes SIGTERM a
+    clean end of stream, after which ``EventSource`` reconnects (elsewhere) and replays.
+    """
+    if "twisted.internet.reactor" not in sys.modules:
+        return False
+    from twisted.internet import reactor
+
+    if not reactor.running:  # type: ignore[attr-defined]
+        return False
+    reactor.addSystemEventTrigger("before", "shutdown", callback)  # type: ignore[attr-defined,arg-type]
+    return True
+
+
 @database_sync_to_async
 def _newest_id() -> int:
-    last = Notification.objects.order_by("-id").values_list("id", flat=True).first()
-    return last or 0
+    return Notification.objects.newest_id()
 
 
 @database_sync_to_async

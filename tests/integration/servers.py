@@ -46,7 +46,7 @@ def wait_for_port(port: int, timeout: float = 20, proc: subprocess.Popen | None 
 
 def project_env(database_url: str, **extra: str) -> dict[str, str]:
     """Environment for a project process: test settings, the given database, NOTIFICATIONS_* as JSON."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFICATIONS_", "DJANGO_", "REDIS_URL"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFICATIONS_", "DJANGO_", "REDIS_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="tests.settings",
         DJANGO_SECRET_KEY="insecure-key-for-tests-only",

@@ -35,5 +35,27 @@ lint: install-test
 test: install-test lint
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) -m pytest $(PYTEST_ARGS)
 
+# Soak (docs/operations.md): writers + reconnecting readers against real daphne for SOAK_SECONDS
+# (120); SOAK_ARGS=--pg-redis for PostgreSQL + Redis + two daphnes; SOAK_FULL=1 adds the
+# 1,000-stream x 1,000-notification burst and 10,000 connect/disconnect cycles.
+soak: install-test
+	$(PY) -m soak.run $(SOAK_ARGS)
+	@if [ "$(SOAK_FULL)" = "1" ]; then \
+	  NOTIFICATIONS_BURST_STREAMS=1000 NOTIFICATIONS_BURST_NOTIFICATIONS=1000 NOTIFICATIONS_MEMORY_CYCLES=10000 \
+	  DJANGO_SETTINGS_MODULE=tests.settings $(PY) -m pytest -s -q -p no:cacheprovider \
+	  tests/integration/test_guarantees.py -k "burst or cycles"; fi
+
+# Benchmarks (docs/benchmarks.md): raw ASGI loop, this product and django-eventstream side by side
+# on 127.0.0.1. Quick profile (N=1,000) by default; BENCH_PROFILE=full for N=1,000/5,000/10,000.
+# Benchmark-only packages live in bench/.venv, never in .venv.
+bench/.venv/.installed: bench/requirements.txt pyproject.toml
+	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
+	bench/.venv/bin/pip install -q --upgrade pip
+	bench/.venv/bin/pip install -q -e . -r bench/requirements.txt
+	touch $@
+
+bench: bench/.venv/.installed
+	ulimit -n $$(ulimit -Hn); bench/.venv/bin/python -m bench.run
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

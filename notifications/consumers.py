@@ -12,6 +12,7 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
@@ -41,6 +42,28 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
         super().__init__(*args, **kwargs)
         self.stream: Stream | None = None
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``AsyncConsumer.__call__`` without two costs per stream (measured in docs/benchmarks.md).
+
+        With no channel layer Channels still runs ``await_many_dispatch([receive])``: a second
+        Task per stream waiting on ``receive``, and an ``aclose_old_connections()`` thread hop
+        before each message. A stream gets two messages (``http.request``, then
+        ``http.disconnect``) and reaches the database only through ``database_sync_to_async``,
+        which closes old connections itself; so it awaits ``receive`` directly.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                message = await receive()
+                handler = getattr(self, get_handler_name(message), None)
+                if handler is None:
+                    raise ValueError(f"No handler for message type {message['type']}")
+                await handler(message)
+        except StopConsumer:
+            pass
+
     async def http_request(self, message: dict[str, Any]) -> None:
         if "body" in message:
             self.body.append(message["body"])
@@ -64,7 +87,8 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
         except ValueError as exc:
             await self._plain(400, str(exc))
             return
-        viewer = await _viewer(self.scope.get("user"))
+        user = self.scope.get("user")  # resolved already by AuthMiddleware
+        viewer = await _viewer(user) if user is not None and user.is_authenticated else Viewer()
         if viewer.user_id is None and not app_settings.PUBLIC:
             await self._plain(403, "Sign in to receive notifications.")
             return
@@ -89,9 +113,12 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
         # replay or arrives live, and go_live() drops what the replay already sent.
         self.stream, cursor = hub.attach(viewer, self.send)
         if last_event_id is not None:
-            frames, replayed_through = await _replay(viewer, last_event_id, cursor, app_settings.REPLAY_LIMIT)
-            for frame in frames:
-                await self.send_body(frame, more_body=True)
+            frames, replayed_through, reset = await _replay(viewer, last_event_id, cursor, app_settings.REPLAY_LIMIT)
+            hub.stats["replays"] += 1
+            if reset is not None:
+                hub.stats[f"resets_{reset}"] += 1
+            if frames:  # one write, however many frames (a reconnect storm is thousands of these)
+                await self.send_body(b"".join(frames), more_body=True)
             cursor = max(cursor, replayed_through)
         hello = dumps({"user": viewer.username, "cursor": cursor})
         await self.send_body(sse.encode_event(hello, event="hello", id=cursor), more_body=True)
@@ -129,7 +156,7 @@ def _viewer(user: Any) -> Viewer:
 
 
 @database_sync_to_async
-def _replay(viewer: Viewer, after: int, cursor: int, limit: int) -> tuple[list[bytes], int]:
+def _replay(viewer: Viewer, after: int, cursor: int, limit: int) -> tuple[list[bytes], int, str | None]:
     """Frames for what the viewer missed after ``after``, or one ``reset`` frame.
 
     Reads past the hub's ``cursor`` too (rows the hub has not handed out yet): ids follow
@@ -137,17 +164,19 @@ def _replay(viewer: Viewer, after: int, cursor: int, limit: int) -> tuple[list[b
     and the id up to which the stream is then complete. One indexed query for the rows (read
     state included) and one for the pruning horizon, however many rows.
     """
-    pruned_through = StreamState.objects.filter(pk=1).values_list("pruned_through", flat=True).first() or 0
-    if after < pruned_through:
-        return [_reset("expired", cursor)], cursor
     rows = list(
         Notification.objects.visible_to(viewer).with_read(viewer).filter(id__gt=after).order_by("id")[: limit + 1]
     )
+    # The horizon is read after the rows: prune_notifications raises it before it deletes
+    # anything, so if the rows query missed a pruned row, this read sees the new horizon.
+    pruned_through = StreamState.objects.filter(pk=1).values_list("pruned_through", flat=True).first() or 0
+    if after < pruned_through:
+        return [_reset("expired", cursor)], cursor, "expired"
     if len(rows) > limit:
-        return [_reset("too_many", cursor)], cursor
+        return [_reset("too_many", cursor)], cursor, "too_many"
     signed_in = viewer.user_id is not None
     frames = [notification_frame(row, read=getattr(row, "is_read", False) if signed_in else None) for row in rows]
-    return frames, (rows[-1].id if rows else cursor)
+    return frames, (rows[-1].id if rows else cursor), None
 
 
 def _reset(reason: str, cursor: int) -> bytes:

@@ -28,8 +28,10 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from channels.sessions import InstanceSessionWrapper
 
 from . import services, sse
 from .conf import app_settings
@@ -64,7 +66,7 @@ class Stream:
 
     def __init__(self, viewer: Viewer, send: Send) -> None:
         self.viewer = viewer
-        self._send = send
+        self._send = _body_send(send)
         #: Highest notification id written to this stream (or known to be before its start).
         self.sent_through = 0
         #: Events that arrive before the replay is written: ``(id, frame)``; None once live.
@@ -203,6 +205,32 @@ def _transport_of(send: Any) -> Any:
     transport = getattr(getattr(protocol, "channel", None), "transport", None)
     needed = ("dataBuffer", "offset", "_tempDataLen", "producerPaused", "abortConnection")
     return transport if all(hasattr(transport, name) for name in needed) else None
+
+
+def _body_send(send: Send) -> Send:
+    """The server's own ``send`` behind a consumer's, for the body frames a stream carries.
+
+    A consumer's ``send`` passes through ``AsyncConsumer.send`` and Channels' session
+    middleware (``InstanceSessionWrapper.send``), which acts only on ``http.response.start``
+    (it may save the session and set its cookie) and reads two lazy session attributes on
+    every message. For a broadcast to thousands of streams that was about a sixth of the
+    process's CPU (py-spy, docs/benchmarks.md), so body frames skip both. Unwraps only those
+    exact methods: an overridden ``send`` or any other wrapper is kept.
+    """
+    for _ in range(5):
+        owner = getattr(send, "__self__", None)
+        method = getattr(send, "__func__", None)
+        if isinstance(owner, AsyncConsumer) and method is AsyncConsumer.send:
+            send = owner.base_send
+        elif (
+            isinstance(owner, InstanceSessionWrapper)
+            and method is InstanceSessionWrapper.send
+            and "http.response.body" not in owner.save_message_types
+        ):
+            send = owner.real_send
+        else:
+            break
+    return send
 
 
 def _run_eagerly(coro: Coroutine[Any, Any, None]) -> _Resume | None:

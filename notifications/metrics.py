@@ -131,14 +131,15 @@ def render(snapshot: dict[str, Any]) -> str:
 
 def _layer_counts() -> dict[str, int] | None:
     """Channels and group members of an in-memory layer (Redis keeps its own: not counted)."""
-    from channels.layers import channel_layers
+    from channels.layers import InMemoryChannelLayer, channel_layers
 
+    # Only look at a layer that is already built and is in-memory: the Redis layers'
+    # attributes need the event loop (channels_redis' pub/sub proxy raises without one).
     layer = channel_layers.backends.get("default")
-    channels, groups = getattr(layer, "channels", None), getattr(layer, "groups", None)
-    if not isinstance(channels, dict) or not isinstance(groups, dict):
+    if not isinstance(layer, InMemoryChannelLayer):
         return None
-    members = _retry(lambda: [len(m) for m in list(groups.values())])
-    return {"channels": len(channels), "members": sum(members)}
+    members = _retry(lambda: [len(m) for m in list(layer.groups.values())])
+    return {"channels": len(layer.channels), "members": sum(members)}
 
 
 def _rss_bytes() -> int | None:

@@ -1,0 +1,135 @@
+"""Template tags: ``{% notifications_widget %}`` (badge, list, live client) and ``{% notifications_script %}``.
+
+Reads through the app's querysets and ``services.unread_count``; imports nothing from ``views``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from django import template
+from django.urls import NoReverseMatch, reverse
+
+from notifications.conf import app_settings
+from notifications.models import Level, Notification, Viewer
+from notifications.services import unread_count as count_unread
+
+register = template.Library()
+
+#: The stream is a Channels route (``notifications/routing.py``), not a Django URL, so it
+#: cannot be reversed; pass ``stream_url=`` to a tag if it is routed elsewhere.
+STREAM_URL = "/notifications/stream/"
+PAGE_SIZE = 50
+TRANSPORTS = ("auto", "shared-worker", "leader", "direct")
+#: Reversed in place of an id, then swapped for ``{id}``: the client's read URL template.
+_ID_SENTINEL = 9081726354
+_SAFE_URL = re.compile(r"^(https?://|/(?!/))", re.IGNORECASE)
+
+
+def _reverse(name: str, *args: Any) -> str:
+    """The URL, or "" when the project does not route it (the feature is then left out)."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return ""
+
+
+def _user(context: template.Context) -> Any:
+    user = context.get("user")
+    if user is None and context.get("request") is not None:
+        user = getattr(context["request"], "user", None)
+    return user if user is not None and user.is_authenticated else None
+
+
+def _client(
+    context: template.Context, *, last_event_id: int | None, stream_url: str, transport: str
+) -> dict[str, Any]:
+    if transport not in TRANSPORTS:
+        raise template.TemplateSyntaxError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}.")
+    user = _user(context)
+    read_url = _reverse("notifications:read", _ID_SENTINEL).replace(str(_ID_SENTINEL), "{id}") if user else ""
+    request = context.get("request")
+    return {
+        "stream_url": stream_url,
+        "api_url": _reverse("notifications:api-list"),
+        "read_url": read_url,
+        "read_all_url": _reverse("notifications:read-all") if user else "",
+        "username": user.get_username() if user else "",
+        "signed_in": user is not None,
+        "last_event_id": last_event_id,
+        "transport": transport,
+        "csrf_token": context.get("csrf_token"),
+        "next": request.get_full_path() if request is not None else "/",
+    }
+
+
+def _item(payload: dict[str, Any], read_url: str) -> dict[str, Any]:
+    """A notification's payload plus what the markup needs (a datetime, a checked link)."""
+    item = dict(payload)
+    created = payload.get("created_at")
+    if isinstance(created, str):
+        try:
+            item["created"] = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+        except ValueError:
+            item["created"] = None
+    item["level"] = payload.get("level") if payload.get("level") in Level.values else Level.INFO
+    item["url"] = payload.get("url") if _SAFE_URL.match(payload.get("url") or "") else ""
+    item["read_url"] = read_url.replace("{id}", str(payload["id"])) if read_url else ""
+    return item
+
+
+@register.inclusion_tag("notifications/_script.html", takes_context=True)
+def notifications_script(
+    context: template.Context,
+    last_event_id: int | None = None,
+    stream_url: str = STREAM_URL,
+    transport: str = "auto",
+) -> dict[str, Any]:
+    """Only the client: a deferred ``<script>`` configured by ``data-`` attributes.
+
+    ``last_event_id`` is the newest id the page rendered (nothing before it is repeated).
+    The client fires ``notifications:*`` DOM events on ``document`` (docs/client.md).
+    """
+    return _client(context, last_event_id=last_event_id, stream_url=stream_url, transport=transport)
+
+
+@register.inclusion_tag("notifications/widget.html", takes_context=True)
+def notifications_widget(
+    context: template.Context,
+    items: list[dict[str, Any]] | None = None,
+    unread_count: int | None = None,
+    last_event_id: int | None = None,
+    stream_allowed: bool | None = None,
+    limit: int = PAGE_SIZE,
+    heading_level: int = 2,
+    stream_url: str = STREAM_URL,
+    transport: str = "auto",
+) -> dict[str, Any]:
+    """Badge, connection state, mark-all-read, the list (server-rendered) and the client.
+
+    Queries the viewer's newest ``limit`` notifications unless the view passes ``items``
+    (payload dicts, newest first), ``unread_count``, ``last_event_id`` and ``stream_allowed``.
+    """
+    user = _user(context)
+    viewer = Viewer.of(user)
+    if stream_allowed is None:
+        stream_allowed = user is not None or app_settings.PUBLIC
+    if items is None:
+        items = []
+        if stream_allowed:
+            rows = Notification.objects.visible_to(viewer).with_read(viewer).order_by("-id")[:limit]
+            items = [row.payload(read=row.is_read if user else None) for row in rows]  # type: ignore[attr-defined]
+    if last_event_id is None:
+        last_event_id = max((item["id"] for item in items), default=None)
+    if unread_count is None:
+        unread_count = count_unread(viewer) if user and stream_allowed else 0
+    client = _client(context, last_event_id=last_event_id, stream_url=stream_url, transport=transport)
+    return {
+        **client,
+        "items": [_item(item, client["read_url"]) for item in items],
+        "unread_count": unread_count,
+        "stream_allowed": stream_allowed,
+        "heading_tag": f"h{min(max(int(heading_level), 1), 6)}",
+    }

@@ -1,0 +1,108 @@
+"""The floor: a minimal ASGI app holding open SSE responses in a set and writing each frame to each.
+
+No Django, no Channels. Same URLs and wire format as the product (``retry``, replay after
+``Last-Event-ID`` from an in-memory log, ``hello`` with the cursor, then ``notification``
+events), so the load client treats both alike.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+BODY = "Benchmark broadcast: the payload is about the size of a short admin notice." * 2
+HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+
+streams: set[Send] = set()
+by_user: dict[str, set[Send]] = {}
+log: list[bytes] = []  # log[i] is the frame of id i + 1
+
+
+def frame(id: int, title: str, audience: str) -> bytes:
+    data = {"id": id, "title": title, "body": BODY, "level": "info", "url": "",
+            "created_at": "2025-01-01T00:00:00.000000Z", "audience": audience, "read": False}
+    return f"id: {id}\nevent: notification\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def body(chunk: bytes) -> dict[str, Any]:
+    return {"type": "http.response.body", "body": chunk, "more_body": True}
+
+
+async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+    last = None
+    for name, value in scope["headers"]:
+        if name == b"last-event-id":
+            last = int(value)
+    user = parse_qs(scope["query_string"].decode()).get("user", [None])[0]
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send(body(b"retry: 3000\n\n"))
+    if last is not None:
+        for chunk in log[last:]:
+            await send(body(chunk))
+    cursor = len(log)
+    await send(body(f"id: {cursor}\nevent: hello\ndata: {{\"cursor\":{cursor}}}\n\n".encode()))
+    streams.add(send)
+    if user is not None:
+        by_user.setdefault(user, set()).add(send)
+    try:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+    finally:
+        streams.discard(send)
+        if user is not None:
+            by_user[user].discard(send)
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def respond(send: Send, data: dict[str, Any]) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps(data).encode()})
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            kind = message["type"].rsplit(".", 1)[-1]
+            await send({"type": f"lifespan.{kind}.complete"})
+            if kind == "shutdown":
+                return
+    path = scope["path"]
+    if path == "/notifications/stream/":
+        await stream(scope, receive, send)
+    elif path == "/bench/broadcast/":
+        k = json.loads(await read_body(receive) or b"{}").get("k", 0)
+        chunk = frame(len(log) + 1, f"bench {k}", "everyone")
+        log.append(chunk)
+        message = body(chunk)
+        for write in list(streams):
+            await write(message)
+        await respond(send, {"ids": [len(log)]})
+    elif path == "/bench/targeted/":
+        sent = []
+        for user in json.loads(await read_body(receive))["users"]:
+            t = time.monotonic()
+            chunk = frame(len(log) + 1, f"for {user}", "user")
+            log.append(chunk)
+            message = body(chunk)
+            for write in list(by_user.get(user, ())):
+                await write(message)
+            sent.append([len(log), t])
+        await respond(send, {"sent": sent})
+    else:
+        await respond(send, {"queries": 0})

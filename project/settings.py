@@ -80,7 +80,11 @@ ASGI_APPLICATION = "project.asgi.application"
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", "") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=0,
+        # Persistent connections per worker thread (checked before reuse): a reconnect storm
+        # is thousands of small queries, and opening a connection for each cost more than
+        # the query. Streams never hold a connection (database_sync_to_async per query).
+        conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "60")),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -49,3 +49,13 @@ def staff(db):
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-admin-123")
+
+
+@pytest.fixture
+def published(monkeypatch):
+    """Channel-layer messages notify() would publish, captured instead of sent."""
+    from notifications import services
+
+    sent: list[dict] = []
+    monkeypatch.setattr(services, "publish", sent.append)
+    return sent

@@ -5,17 +5,9 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from notifications import services
 from notifications.models import Notification, ReadMark
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def published(monkeypatch):
-    sent = []
-    monkeypatch.setattr(services, "publish", sent.append)
-    return sent
 
 
 @pytest.fixture

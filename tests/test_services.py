@@ -12,13 +12,6 @@ from notifications.models import Notification
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def published(monkeypatch):
-    sent = []
-    monkeypatch.setattr(services, "publish", sent.append)
-    return sent
-
-
 def test_notify_publishes_once_after_commit(django_capture_on_commit_callbacks, published):
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         n = services.notify("Hello", body="b", level="success")

@@ -9,11 +9,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 
-from .conf import DEFAULTS
-
-
-def _value(name: str) -> Any:
-    return getattr(settings, name, DEFAULTS[name])
+from .conf import setting as _value
 
 
 def _is_number(value: Any) -> bool:

@@ -17,7 +17,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _get(name: str) -> Any:
+def setting(name: str) -> Any:
+    """The raw value of a NOTIFICATIONS_* setting, or its default (what the checks validate)."""
     return getattr(settings, name, DEFAULTS[name])
 
 
@@ -25,37 +26,37 @@ class Settings:
     @property
     def HEARTBEAT(self) -> float:
         """Seconds between ``: ping`` comments on an idle stream."""
-        return float(_get("NOTIFICATIONS_HEARTBEAT"))
+        return float(setting("NOTIFICATIONS_HEARTBEAT"))
 
     @property
     def RETRY_MS(self) -> int:
         """The ``retry:`` sent when a stream opens, in milliseconds."""
-        return int(_get("NOTIFICATIONS_RETRY_MS"))
+        return int(setting("NOTIFICATIONS_RETRY_MS"))
 
     @property
     def REPLAY_LIMIT(self) -> int:
         """Most notifications replayed on one reconnect; more missed → ``reset``."""
-        return int(_get("NOTIFICATIONS_REPLAY_LIMIT"))
+        return int(setting("NOTIFICATIONS_REPLAY_LIMIT"))
 
     @property
     def PUBLIC(self) -> bool:
         """Whether anonymous visitors may stream "everyone" notices (else 403)."""
-        return bool(_get("NOTIFICATIONS_PUBLIC"))
+        return bool(setting("NOTIFICATIONS_PUBLIC"))
 
     @property
     def MAX_AGE(self) -> float:
         """Seconds before the server closes a stream (±10 % jitter) so load rebalances."""
-        return float(_get("NOTIFICATIONS_MAX_AGE"))
+        return float(setting("NOTIFICATIONS_MAX_AGE"))
 
     @property
     def RETENTION_DAYS(self) -> float:
         """Days notifications are kept for replay; older ones are pruned."""
-        return float(_get("NOTIFICATIONS_RETENTION_DAYS"))
+        return float(setting("NOTIFICATIONS_RETENTION_DAYS"))
 
     @property
     def MAX_STREAMS_PER_USER(self) -> int:
         """Open streams one signed-in user may hold in one process; one more gets 429."""
-        return int(_get("NOTIFICATIONS_MAX_STREAMS_PER_USER"))
+        return int(setting("NOTIFICATIONS_MAX_STREAMS_PER_USER"))
 
 
 app_settings = Settings()

@@ -169,7 +169,7 @@ def _replay(viewer: Viewer, after: int, cursor: int, limit: int) -> tuple[list[b
     )
     # The horizon is read after the rows: prune_notifications raises it before it deletes
     # anything, so if the rows query missed a pruned row, this read sees the new horizon.
-    pruned_through = StreamState.objects.filter(pk=1).values_list("pruned_through", flat=True).first() or 0
+    pruned_through = StreamState.horizon()
     if after < pruned_through:
         return [_reset("expired", cursor)], cursor, "expired"
     if len(rows) > limit:

@@ -76,7 +76,7 @@ class Stream:
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
         #: The server's transport when it shows its write buffer (daphne's does), else None.
-        self._transport = _transport_of(send)
+        self._transport = _transport_of(self._send)
 
     @property
     def live(self) -> bool:
@@ -189,18 +189,13 @@ class _Resume:
 
 
 def _transport_of(send: Any) -> Any:
-    """Daphne's TCP transport behind a consumer's ``send``, if it exposes its write buffer.
+    """Daphne's TCP transport behind the server's ``send`` (see ``_body_send``), if it shows
+    its write buffer.
 
-    A consumer's ``send`` (through Channels' session middleware, which wraps it) ends in
-    daphne's ``functools.partial(server.handle_reply, protocol)``; the protocol is a Twisted
-    ``Request`` whose channel's transport is a ``FileDescriptor`` with ``dataBuffer``,
-    ``offset`` and ``_tempDataLen``. Any other server (or a test) gives None.
+    Daphne's ``send`` is ``functools.partial(server.handle_reply, protocol)``; the protocol is
+    a Twisted ``Request`` whose channel's transport is a ``FileDescriptor`` with
+    ``dataBuffer``, ``offset`` and ``_tempDataLen``. Any other server (or a test) gives None.
     """
-    for _ in range(5):  # unwrap the consumer, then Channels' session middleware
-        owner = getattr(send, "__self__", None)
-        send = getattr(owner, "base_send", None) or getattr(owner, "real_send", None) or send
-        if owner is None or isinstance(send, functools.partial):
-            break
     protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
     transport = getattr(getattr(protocol, "channel", None), "transport", None)
     needed = ("dataBuffer", "offset", "_tempDataLen", "producerPaused", "abortConnection")

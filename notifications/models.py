@@ -82,8 +82,12 @@ class NotificationQuerySet(models.QuerySet["Notification"]):
         A cursor below ``StreamState.pruned_through`` would read as "too old" and reset.
         """
         newest = Notification.objects.order_by("-id").values_list("id", flat=True).first() or 0
-        pruned = StreamState.objects.filter(pk=1).values_list("pruned_through", flat=True).first() or 0
+        pruned = StreamState.horizon()
         return max(newest, pruned)
+
+    def unread_by(self, viewer: Viewer) -> NotificationQuerySet:
+        """Visible notifications this signed-in viewer has not read."""
+        return self.visible_to(viewer).with_read(viewer).filter(is_read=False)  # type: ignore[misc]
 
     def with_read(self, viewer: Viewer) -> NotificationQuerySet:
         """Annotate ``is_read`` for a signed-in viewer (False for everyone when anonymous)."""
@@ -213,6 +217,6 @@ class StreamState(models.Model):
         return f"stream state (pruned through {self.pruned_through})"
 
     @classmethod
-    def get(cls) -> StreamState:
-        obj, _ = cls.objects.get_or_create(pk=1)
-        return obj
+    def horizon(cls) -> int:
+        """``pruned_through`` without creating the row (0 before anything was pruned)."""
+        return cls.objects.filter(pk=1).values_list("pruned_through", flat=True).first() or 0

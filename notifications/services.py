@@ -15,6 +15,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from . import sse
@@ -110,8 +111,6 @@ def _resolve_user(value: AbstractBaseUser | str | None) -> Any:
         try:
             return User._default_manager.get_by_natural_key(value)
         except User.DoesNotExist:
-            from django.core.exceptions import ValidationError
-
             raise ValidationError({"recipient": [f"No user is called {value!r}."]}) from None
     return value
 
@@ -123,8 +122,6 @@ def _resolve_group(value: Group | str | None) -> Group | None:
         try:
             return Group.objects.get(name=value)
         except Group.DoesNotExist:
-            from django.core.exceptions import ValidationError
-
             raise ValidationError({"group": [f"No group is called {value!r}."]}) from None
     return value
 
@@ -151,7 +148,7 @@ def unread_count(viewer: Viewer) -> int:
     """Visible notifications the viewer has not read: one query (0 for anonymous viewers)."""
     if viewer.user_id is None:
         return 0
-    return Notification.objects.visible_to(viewer).with_read(viewer).filter(is_read=False).count()  # type: ignore[misc]
+    return Notification.objects.unread_by(viewer).count()
 
 
 def mark_read(viewer: Viewer, ids: list[int] | None) -> int:
@@ -164,7 +161,7 @@ def mark_read(viewer: Viewer, ids: list[int] | None) -> int:
         raise ValueError("Anonymous viewers have no read state.")
     user_id = viewer.user_id
     with transaction.atomic():
-        unread = Notification.objects.visible_to(viewer).with_read(viewer).filter(is_read=False)  # type: ignore[misc]
+        unread = Notification.objects.unread_by(viewer)
         if ids is not None:
             unread = unread.filter(pk__in=ids)
         new_ids = list(unread.values_list("pk", flat=True))

@@ -31,7 +31,7 @@ def prune(days: float, *, batch_size: int = BATCH_SIZE, dry_run: bool = False) -
     cutoff = timezone.now() - dt.timedelta(days=days)
     horizon = Notification.objects.filter(created_at__lt=cutoff).aggregate(top=Max("id"))["top"]
     if horizon is None:
-        return 0, StreamState.objects.filter(pk=1).values_list("pruned_through", flat=True).first() or 0
+        return 0, StreamState.horizon()
     if dry_run:
         return Notification.objects.filter(id__lte=horizon).count(), horizon
     with transaction.atomic():

@@ -59,3 +59,16 @@ def published(monkeypatch):
     sent: list[dict] = []
     monkeypatch.setattr(services, "publish", sent.append)
     return sent
+
+
+@pytest.fixture
+async def fresh_hub(settings):
+    """A hub per test's event loop, stopped afterwards, and an empty in-memory layer."""
+    from channels.layers import get_channel_layer
+
+    from notifications.fanout import get_hub
+
+    settings.NOTIFICATIONS_HEARTBEAT = 60
+    yield
+    await get_hub().stop()
+    await get_channel_layer().flush()

@@ -6,23 +6,13 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 
 from notifications.fanout import get_hub
 from notifications.services import notify
 
 from .streams import ConsumerStream
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
-
-
-@pytest.fixture(autouse=True)
-async def fresh_hub(settings):
-    settings.NOTIFICATIONS_HEARTBEAT = 60
-    yield
-    hub = get_hub()
-    await hub.stop()
-    await get_channel_layer().flush()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30), pytest.mark.usefixtures("fresh_hub")]
 
 
 anotify = sync_to_async(notify)

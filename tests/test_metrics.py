@@ -7,7 +7,6 @@ import re
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.test import Client
 
 from notifications import fanout, metrics
@@ -111,14 +110,6 @@ def test_text_format_is_valid_prometheus_exposition():
 
 
 # -- the numbers follow the hub ---------------------------------------------------------------
-
-
-@pytest.fixture
-async def fresh_hub(settings):
-    settings.NOTIFICATIONS_HEARTBEAT = 60
-    yield
-    await get_hub().stop()
-    await get_channel_layer().flush()
 
 
 def has(kind, count=1):

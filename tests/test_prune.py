@@ -8,13 +8,11 @@ from io import StringIO
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from notifications.fanout import get_hub
 from notifications.management.commands.prune_notifications import prune
 from notifications.models import Notification, ReadMark, StreamState, Viewer
 from notifications.services import notify
@@ -102,14 +100,6 @@ def test_prune_rejects_bad_options(args, message):
 
 
 # -- what a resuming stream sees ------------------------------------------------------------
-
-
-@pytest.fixture
-async def fresh_hub(settings):
-    settings.NOTIFICATIONS_HEARTBEAT = 60
-    yield
-    await get_hub().stop()
-    await get_channel_layer().flush()
 
 
 def has(kind):

@@ -20,10 +20,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 import random
-import sys
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -33,7 +31,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.sessions import InstanceSessionWrapper
 
-from . import services, sse
+from . import servers, services, sse
 from .conf import app_settings
 from .models import Notification, Viewer
 
@@ -76,7 +74,7 @@ class Stream:
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
         #: The server's transport when it shows its write buffer (daphne's does), else None.
-        self._transport = _transport_of(self._send)
+        self._transport = servers.transport_of(self._send)
 
     @property
     def live(self) -> bool:
@@ -188,20 +186,6 @@ class _Resume:
                 return
 
 
-def _transport_of(send: Any) -> Any:
-    """Daphne's TCP transport behind the server's ``send`` (see ``_body_send``), if it shows
-    its write buffer.
-
-    Daphne's ``send`` is ``functools.partial(server.handle_reply, protocol)``; the protocol is
-    a Twisted ``Request`` whose channel's transport is a ``FileDescriptor`` with
-    ``dataBuffer``, ``offset`` and ``_tempDataLen``. Any other server (or a test) gives None.
-    """
-    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
-    transport = getattr(getattr(protocol, "channel", None), "transport", None)
-    needed = ("dataBuffer", "offset", "_tempDataLen", "producerPaused", "abortConnection")
-    return transport if all(hasattr(transport, name) for name in needed) else None
-
-
 def _body_send(send: Send) -> Send:
     """The server's own ``send`` behind a consumer's, for the body frames a stream carries.
 
@@ -298,7 +282,7 @@ class Hub:
                 for stream in list(self.streams):
                     stream.close()
 
-            self._ends_streams_on_shutdown = _before_server_shutdown(end_streams)
+            self._ends_streams_on_shutdown = servers.on_shutdown(end_streams)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -489,23 +473,6 @@ def _discard(index: dict[int, set[Stream]], key: int, stream: Stream) -> None:
         members.discard(stream)
         if not members:
             del index[key]
-
-
-def _before_server_shutdown(callback: Callable[[], object]) -> bool:
-    """Run ``callback`` when daphne starts shutting down (SIGTERM); False if not under daphne.
-
-    daphne cancels every application on shutdown and then drops the connections, so a
-    stream would end without its last chunk. Ending the responses first makes SIGTERM a
-    clean end of stream, after which ``EventSource`` reconnects (elsewhere) and replays.
-    """
-    if "twisted.internet.reactor" not in sys.modules:
-        return False
-    from twisted.internet import reactor
-
-    if not reactor.running:  # type: ignore[attr-defined]
-        return False
-    reactor.addSystemEventTrigger("before", "shutdown", callback)  # type: ignore[attr-defined,arg-type]
-    return True
 
 
 @database_sync_to_async

@@ -2,11 +2,13 @@
 
 No Django, no Channels. Same URLs and wire format as the product (``retry``, replay after
 ``Last-Event-ID`` from an in-memory log, ``hello`` with the cursor, then ``notification``
-events), so the load client treats both alike.
+events, and a ``: ping`` comment to every stream every 15 seconds, the product's default
+heartbeat), so the load client treats both alike and both pay for keep-alives.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +25,16 @@ HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-cont
 streams: set[Send] = set()
 by_user: dict[str, set[Send]] = {}
 log: list[bytes] = []  # log[i] is the frame of id i + 1
+HEARTBEAT = 15.0
+pinger: list[asyncio.Task[None]] = []
+
+
+async def ping_all() -> None:
+    message = body(b": ping\n\n")
+    while True:
+        await asyncio.sleep(HEARTBEAT)
+        for write in list(streams):
+            await write(message)
 
 
 def frame(id: int, title: str, audience: str) -> bytes:
@@ -49,6 +61,8 @@ async def stream(scope: Scope, receive: Receive, send: Send) -> None:
     cursor = len(log)
     await send(body(f"id: {cursor}\nevent: hello\ndata: {{\"cursor\":{cursor}}}\n\n".encode()))
     streams.add(send)
+    if not pinger:
+        pinger.append(asyncio.get_running_loop().create_task(ping_all()))
     if user is not None:
         by_user.setdefault(user, set()).add(send)
     try:

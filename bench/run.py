@@ -85,6 +85,14 @@ if os.environ.get("BENCH_BEFORE"):
         KINDS[f"before-{_server}"] = ServerKind(
             f"before-{_server}", f"product before the change, {_server}", "project.asgi:application", _server,
             "bench.settings", root=_before)
+# More trees to compare in the same run: ``BENCH_VARIANTS=slice256=/tmp/a,slice16=/tmp/b`` adds
+# the servers ``slice256-daphne``, ``slice256-uvicorn``, ... (select them with BENCH_SERVERS).
+for _item in filter(None, os.environ.get("BENCH_VARIANTS", "").split(",")):
+    _name, _, _path = _item.partition("=")
+    for _server in ("daphne", "uvicorn"):
+        KINDS[f"{_name}-{_server}"] = ServerKind(
+            f"{_name}-{_server}", f"variant {_name}, {_server}", "project.asgi:application", _server,
+            "bench.settings", root=Path(_path).resolve())
 
 
 def free_port() -> int:
@@ -136,8 +144,12 @@ class Server:
 
     def cpu(self) -> float:
         """Seconds of CPU (user + system) the server process has used."""
+        return sum(self.cpu_times())
+
+    def cpu_times(self) -> tuple[float, float]:
+        """Seconds of user and of system (kernel: socket writes, epoll) CPU the server has used."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
     def rss(self) -> int:
         return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE
@@ -277,7 +289,7 @@ def connect(server: Server, clients: Clients, requests: list[str], timeout: floa
 
 def profiler(cfg: Config, server: Server, tag: str, seconds: float) -> subprocess.Popen[bytes] | None:
     """With ``BENCH_PYSPY=1``, py-spy samples the server while it fans out (collapsed stacks)."""
-    if not cfg.pyspy or server.kind.settings is None:
+    if not cfg.pyspy:
         return None
     spy = shutil.which("py-spy", path=str(Path(PY).parent)) or "py-spy"
     return subprocess.Popen([spy, "record", "--pid", str(server.pid), "--rate", "200", "--nonblocking",
@@ -340,7 +352,8 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
                 sent.extend((id, t0) for id in ids)
 
         spy = profiler(cfg, server, tag, seconds=cfg.broadcasts * cfg.interval + 3)
-        cpu1 = server.cpu()
+        (user1, sys1) = server.cpu_times()
+        cpu1 = user1 + sys1
         start = time.monotonic()
         threads_ = []
         for k in range(cfg.broadcasts):
@@ -351,7 +364,8 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
         for t in threads_:
             t.join(120)
         wait_delivered(clients, ready * cfg.broadcasts, timeout=20 + n * 0.006)
-        cpu2 = server.cpu()
+        (user2, sys2) = server.cpu_times()
+        cpu2 = user2 + sys2
         if spy is not None:
             spy.wait(60)
         expected = sorted(sent)
@@ -363,6 +377,7 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
             mem_per_stream=(rss1 - rss0) / max(ready, 1), fds=fds, threads=threads,
             broadcast_cpu_s=cpu2 - cpu1,
             cpu_per_event_us=(cpu2 - cpu1) / max(result["delivered"], 1) * 1e6,
+            sys_per_event_us=(sys2 - sys1) / max(result["delivered"], 1) * 1e6,
         )
         return result
 
@@ -403,10 +418,13 @@ def storm_run(kind: ServerKind, n: int, cfg: Config, tag: str, missed: int = 20)
         for k in range(missed):
             sent.extend(server.post("/bench/broadcast/", {"k": f"missed {k}"})["ids"])
         time.sleep(1.0)
+        spy = profiler(cfg, server, tag, seconds=10)
         q0, cpu0 = server.queries(), server.cpu()
         answers = clients.all({"cmd": "reconnect", "port": server.port, "expect": missed, "concurrency": 4096,
                                "timeout": 30 + n * 0.03})
         q1, cpu1 = server.queries(), server.cpu()
+        if spy is not None:
+            spy.wait(60)
         complete = sum(a["complete"] for a in answers)
         result = merge(clients.all({"cmd": "collect", "expected": [[id, 0.0] for id in sent]}))
         reconnected = conn["ready"]
@@ -660,8 +678,8 @@ def main() -> None:
                 print(f"[round {round_ + 1}] {name:<19} N={n:<6} connect {r['connect_s']:.1f}s  "
                       f"p50 {fmt_ms(r['p50'])}  p99 {fmt_ms(r['p99'])}  max {fmt_ms(r['max'])}  "
                       f"lost {r['lost']} dup {r['dup']} ooo {r['ooo']} failed {r['failed']}  "
-                      f"{r['mem_per_stream'] / 1024:.1f} KiB/stream  {r['cpu_per_event_us']:.1f} us CPU/event  "
-                      f"fds {r['fds']} threads {r['threads']}", flush=True)
+                      f"{r['mem_per_stream'] / 1024:.1f} KiB/stream  {r['cpu_per_event_us']:.1f} us CPU/event "
+                      f"({r['sys_per_event_us']:.1f} system)  fds {r['fds']} threads {r['threads']}", flush=True)
     for name in cfg.targeted_servers:
         if not in_time(f"targeted {name}"):
             continue

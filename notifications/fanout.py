@@ -49,6 +49,13 @@ CATCH_UP_BATCH = 500
 TAIL_CHECK_SECONDS = 2.0
 #: Events a stream may collect while it replays before it counts as fallen behind.
 MAX_PENDING = 10_000
+#: Streams written per turn of the event loop when one event goes to many. Between slices
+#: the loop runs once, so the server sends what was written and frees its per-write objects
+#: before the next slice: a 10,000-stream broadcast otherwise keeps ~200,000 short-lived
+#: objects alive until it ends, and the garbage collector's full passes over a Django
+#: process were then most of the broadcast's CPU (docs/benchmarks.md). Other work (connects,
+#: API requests) also runs between slices instead of waiting for the whole broadcast.
+FANOUT_SLICE = 64
 #: Bytes a stream may have waiting in the server's write buffer (daphne/Twisted buffers
 #: without limit for a client that does not read); past that the connection is aborted and
 #: the client, when it comes back, replays from its Last-Event-ID.
@@ -230,6 +237,10 @@ class Hub:
 
     def __init__(self) -> None:
         self.streams: set[Stream] = set()
+        #: ``tuple(self.streams)``, kept between events until a stream attaches or detaches:
+        #: a new 10,000-item snapshot per broadcast would be young garbage the collector
+        #: walks again and again while the broadcast's slices are written.
+        self._snapshot: tuple[Stream, ...] | None = None
         self._by_user: dict[int, set[Stream]] = collections.defaultdict(set)
         self._by_group: dict[int, set[Stream]] = collections.defaultdict(set)
         self.head = 0
@@ -239,6 +250,9 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._held: dict[int, dict[str, Any]] = {}
         self._catching_up = False
+        #: Held while an event is being fanned out, so that events reach streams in id order
+        #: even though a fan-out yields to the event loop between slices.
+        self._fanning: asyncio.Lock | None = None
         self._ends_streams_on_shutdown = False
         self.stats = collections.Counter[str]()
 
@@ -307,6 +321,7 @@ class Hub:
         """
         stream = Stream(viewer, send)
         self.streams.add(stream)
+        self._snapshot = None
         if viewer.user_id is not None:
             self._by_user[viewer.user_id].add(stream)
         for group_id in viewer.group_ids:
@@ -316,6 +331,7 @@ class Hub:
 
     def detach(self, stream: Stream) -> None:
         self.streams.discard(stream)
+        self._snapshot = None
         viewer = stream.viewer
         if viewer.user_id is not None:
             _discard(self._by_user, viewer.user_id, stream)
@@ -325,6 +341,11 @@ class Hub:
             stream._timer.cancel()
             stream._timer = None
         stream.closed = True
+
+    def all_streams(self) -> tuple[Stream, ...]:
+        if self._snapshot is None:
+            self._snapshot = tuple(self.streams)
+        return self._snapshot
 
     def streams_of_user(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
@@ -358,16 +379,20 @@ class Hub:
                     continue
                 self._schedule_catch_up()
                 continue
-            self.handle(message)
+            await self.handle(message)
 
     async def _heartbeat_loop(self) -> None:
         """A ``: ping`` comment on every live stream every ``NOTIFICATIONS_HEARTBEAT`` seconds."""
         ping = sse.encode_comment("ping")
         while True:
             await asyncio.sleep(app_settings.HEARTBEAT)
-            for stream in list(self.streams):
-                if stream.live:
-                    stream.write(ping)
+            streams = self.all_streams()
+            for start in range(0, len(streams), FANOUT_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                for stream in streams[start : start + FANOUT_SLICE]:
+                    if stream.live:
+                        stream.write(ping)
 
     async def _maintenance_loop(self) -> None:
         """Check the newest id (finds a lost last message) and re-join before group expiry."""
@@ -391,10 +416,10 @@ class Hub:
                 except Exception:
                     logger.warning("Re-joining the events group failed.", exc_info=True)
 
-    def handle(self, message: dict[str, Any]) -> None:
+    async def handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
         if kind == services.EVENT_TYPE:
-            self._on_event(message)
+            await self._on_event(message)
         elif kind == services.READ_TYPE:
             frame = message["frame"]
             for stream in list(self._by_user.get(message["user_id"], ())):
@@ -403,33 +428,45 @@ class Hub:
         else:
             logger.warning("Hub ignored a message of unknown type %r.", kind)
 
-    def _on_event(self, message: dict[str, Any]) -> None:
+    async def _on_event(self, message: dict[str, Any]) -> None:
         id = message["id"]
         if id <= self.head:
             self.stats["duplicates_dropped"] += 1
             return
         if id == self.head + 1 and not self._catching_up:
-            self._fan_out(message)
+            await self._fan_out(message)
             return
         self._held[id] = message
         self._schedule_catch_up()
 
-    def _fan_out(self, message: dict[str, Any]) -> None:
-        id = message["id"]
-        self.head = id
-        self.stats["events"] += 1
-        audience, target = message["audience"], message["target"]
-        if audience == "everyone":
-            user_frame, anon_frame = message["user_frame"], message["anon_frame"]
-            for stream in list(self.streams):
-                stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame)
-            self.stats["deliveries"] += len(self.streams)
-            return
-        index = self._by_user if audience == "user" else self._by_group
-        targets = list(index.get(target, ()))
-        for stream in targets:
-            stream.deliver(id, message["user_frame"])
-        self.stats["deliveries"] += len(targets)
+    async def _fan_out(self, message: dict[str, Any]) -> None:
+        """Deliver one event to every local stream that may see it, ``FANOUT_SLICE`` at a time.
+
+        ``head`` moves first: a stream that attaches while the slices are written replays this
+        id from the database (it is committed) and is not in the list being written.
+        """
+        if self._fanning is None:
+            self._fanning = asyncio.Lock()
+        async with self._fanning:
+            id = message["id"]
+            if id <= self.head:  # a catch-up got there while this one waited for the lock
+                return
+            self.head = id
+            self.stats["events"] += 1
+            audience, target = message["audience"], message["target"]
+            streams: tuple[Stream, ...] | list[Stream]
+            if audience == "everyone":
+                streams = self.all_streams()
+                user_frame, anon_frame = message["user_frame"], message["anon_frame"]
+            else:
+                streams = list((self._by_user if audience == "user" else self._by_group).get(target, ()))
+                user_frame = anon_frame = message["user_frame"]
+            self.stats["deliveries"] += len(streams)
+            for start in range(0, len(streams), FANOUT_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                for stream in streams[start : start + FANOUT_SLICE]:
+                    stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame)
 
     def _schedule_catch_up(self) -> None:
         if not self._catching_up:
@@ -454,8 +491,7 @@ class Hub:
                     await asyncio.sleep(0.5)
                     continue
                 for message in rows:
-                    if message["id"] > self.head:
-                        self._fan_out(message)
+                    await self._fan_out(message)
                 if len(rows) == CATCH_UP_BATCH:
                     continue
                 self.head = max(self.head, upto)

@@ -113,7 +113,13 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
         # replay or arrives live, and go_live() drops what the replay already sent.
         self.stream, cursor = hub.attach(viewer, self.send)
         if last_event_id is not None:
-            frames, replayed_through, reset = await _replay(viewer, last_event_id, cursor, app_settings.REPLAY_LIMIT)
+            limit = app_settings.REPLAY_LIMIT
+            recent = hub.recent_after(viewer, last_event_id)  # no await since attach: ends at cursor
+            if recent is not None:
+                frames, replayed_through, reset = await _replay_recent(viewer, recent, cursor, limit)
+                hub.stats["replays_from_memory"] += 1
+            else:
+                frames, replayed_through, reset = await _replay(viewer, last_event_id, cursor, limit)
             hub.stats["replays"] += 1
             if reset is not None:
                 hub.stats[f"resets_{reset}"] += 1
@@ -177,6 +183,34 @@ def _replay(viewer: Viewer, after: int, cursor: int, limit: int) -> tuple[list[b
     signed_in = viewer.user_id is not None
     frames = [notification_frame(row, read=getattr(row, "is_read", False) if signed_in else None) for row in rows]
     return frames, (rows[-1].id if rows else cursor), None
+
+
+async def _replay_recent(
+    viewer: Viewer, events: list[dict[str, Any]], cursor: int, limit: int
+) -> tuple[list[bytes], int, str | None]:
+    """Frames for missed events the hub still holds (``Hub.recent_after``), already encoded.
+
+    One query, and none when nothing was missed: which of them still exist (an admin may
+    have deleted one; pruning deletes old ones) and, for a signed-in viewer, which they have
+    read since. Complete up to ``cursor``, the hub's head when the stream attached.
+    """
+    if len(events) > limit:
+        return [_reset("too_many", cursor)], cursor, "too_many"
+    if not events:
+        return [], cursor, None
+    read = await _still_there(viewer, [event["id"] for event in events])
+    if viewer.user_id is None:
+        frames = [event["anon_frame"] for event in events if event["id"] in read]
+    else:
+        frames = [event["read_frame" if read[event["id"]] else "user_frame"] for event in events if event["id"] in read]
+    return frames, cursor, None
+
+
+@database_sync_to_async
+def _still_there(viewer: Viewer, ids: list[int]) -> dict[int, bool]:
+    """``{id: read by viewer}`` for those of ``ids`` that still exist."""
+    rows = Notification.objects.filter(id__in=ids).with_read(viewer).values_list("id", "is_read")  # type: ignore[misc]
+    return dict(rows)
 
 
 def _reset(reason: str, cursor: int) -> bytes:

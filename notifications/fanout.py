@@ -56,6 +56,10 @@ MAX_PENDING = 10_000
 #: process were then most of the broadcast's CPU (docs/benchmarks.md). Other work (connects,
 #: API requests) also runs between slices instead of waiting for the whole broadcast.
 FANOUT_SLICE = 64
+#: Recent events each hub keeps (frames included) to replay reconnects from memory: a
+#: reconnect storm after a deploy then costs one small query per stream, not a read and an
+#: encoding of every missed row per stream.
+RECENT_EVENTS = 1000
 #: Bytes a stream may have waiting in the server's write buffer (daphne/Twisted buffers
 #: without limit for a client that does not read); past that the connection is aborted and
 #: the client, when it comes back, replays from its Last-Event-ID.
@@ -244,6 +248,10 @@ class Hub:
         self._by_user: dict[int, set[Stream]] = collections.defaultdict(set)
         self._by_group: dict[int, set[Stream]] = collections.defaultdict(set)
         self.head = 0
+        #: The last ``RECENT_EVENTS`` events handed out, in id order: every id in
+        #: ``(_recent_floor, head]`` that was published is here.
+        self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
+        self._recent_floor = 0
         self.channel_name: str | None = None
         self._layer: Any = None
         self._started: asyncio.Future[None] | None = None
@@ -288,8 +296,9 @@ class Hub:
         # Only with no stream attached: on a re-join (after a broken receive) streams are
         # waiting for the ids above head, which the caller's catch-up delivers in order.
         newest = await _newest_id()
-        if not self.streams:
-            self.head = max(self.head, newest)
+        if not self.streams and newest > self.head:
+            self.head = newest
+            self._forget_recent()
         if not self._ends_streams_on_shutdown:
 
             def end_streams() -> None:
@@ -341,6 +350,36 @@ class Hub:
             stream._timer.cancel()
             stream._timer = None
         stream.closed = True
+
+    def recent_after(self, viewer: Viewer, after: int) -> list[dict[str, Any]] | None:
+        """The events after ``after`` up to ``head`` that ``viewer`` may see, from memory.
+
+        None when memory does not reach back that far (or ``after`` is beyond ``head``): the
+        caller then reads the database. Call it right after ``attach`` (no await between), so
+        that the returned events and the stream's live events meet at ``head``.
+        """
+        if not self._recent_floor <= after <= self.head:
+            return None
+        missed = []
+        for event in reversed(self._recent):
+            if event["id"] <= after:
+                break
+            if viewer.may_see(event["audience"], event["target"]):
+                missed.append(event)
+        missed.reverse()
+        return missed
+
+    def _remember(self, message: dict[str, Any]) -> None:
+        if "read_frame" not in message:  # from a process that does not encode it yet
+            self._forget_recent()
+            return
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_floor = self._recent[0]["id"]
+        self._recent.append(message)
+
+    def _forget_recent(self) -> None:
+        self._recent.clear()
+        self._recent_floor = self.head
 
     def all_streams(self) -> tuple[Stream, ...]:
         if self._snapshot is None:
@@ -452,6 +491,7 @@ class Hub:
             if id <= self.head:  # a catch-up got there while this one waited for the lock
                 return
             self.head = id
+            self._remember(message)
             self.stats["events"] += 1
             audience, target = message["audience"], message["target"]
             streams: tuple[Stream, ...] | list[Stream]

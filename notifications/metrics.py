@@ -29,6 +29,11 @@ COUNTERS = [
     ("notifications_events_total", "Notifications this process fanned out to its streams (each once).", "events"),
     ("notifications_deliveries_total", "Events handed to local streams (one per stream per event).", "deliveries"),
     ("notifications_replays_total", "Streams opened with a Last-Event-ID that were replayed to.", "replays"),
+    (
+        "notifications_replays_from_memory_total",
+        "Replays served from the hub's recent events (one existence/read query, no row encoding).",
+        "replays_from_memory",
+    ),
     ("notifications_catch_ups_total", "Database catch-up reads after a gap, a lost or overtaken event.", "catch_ups"),
     ("notifications_duplicates_dropped_total", "Events received again and dropped.", "duplicates_dropped"),
     ("notifications_tail_repairs_total", "Periodic newest-id checks that found a missing event.", "tail_repairs"),

@@ -52,6 +52,8 @@ def event_message(notification: Notification) -> dict[str, Any]:
         # ``read`` key at all.
         "user_frame": notification_frame(notification, read=False),
         "anon_frame": notification_frame(notification, read=None),
+        # For a replay from a hub's memory to someone who has read it meanwhile.
+        "read_frame": notification_frame(notification, read=True),
     }
 
 

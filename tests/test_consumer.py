@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -20,6 +21,30 @@ anotify = sync_to_async(notify)
 
 def has(kind, count=1):
     return lambda s: len(s.of_type(kind)) >= count
+
+
+@pytest.fixture(params=["database", "memory"])
+async def replay_from(request):
+    """Run a replay test twice: from the database (hub started by the stream), and from the
+    hub's memory of recent events (hub running while the notifications are published)."""
+    if request.param == "memory":
+        await get_hub().start()
+    return request.param
+
+
+async def settle(replay_from, *notifications):
+    """With the hub running, wait until it has handed the notifications out (remembers them)."""
+    if replay_from == "memory":
+        newest = max(n.id for n in notifications)
+        for _ in range(300):
+            if get_hub().head >= newest:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the hub never received the notifications")
+
+
+def assert_replayed_from(replay_from):
+    assert get_hub().stats["replays_from_memory"] == (1 if replay_from == "memory" else 0)
 
 
 async def test_headers_retry_first_then_hello_with_cursor():
@@ -81,16 +106,19 @@ async def test_targeted_notifications_reach_only_their_audience(alice, bob, grou
         await s.close()
 
 
-async def test_replay_by_header_returns_exactly_the_missed_ones_in_order(alice, bob):
+async def test_replay_by_header_returns_exactly_the_missed_ones_in_order(alice, bob, group, replay_from):
     first = await anotify("one")
     await anotify("bob only", recipient=bob)
     second = await anotify("two", recipient=alice)
+    in_group = await anotify("for alice's group", group=group)
     third = await anotify("three")
+    await settle(replay_from, third)
     stream = await ConsumerStream(alice, headers=[(b"last-event-id", str(first.id).encode())]).open()
     await stream.read_until(has("hello"))
-    assert stream.notification_ids() == [second.id, third.id]
+    assert stream.notification_ids() == [second.id, in_group.id, third.id]
     hello = stream.of_type("hello")[0]
     assert json.loads(hello.data)["cursor"] == third.id
+    assert_replayed_from(replay_from)
     await stream.close()
 
 
@@ -115,11 +143,13 @@ async def test_query_parameter_replays_without_header():
     await stream.close()
 
 
-async def test_replay_never_includes_someone_elses_notification(alice, bob):
-    await anotify("secret", recipient=bob)
+async def test_replay_never_includes_someone_elses_notification(alice, bob, replay_from):
+    secret = await anotify("secret", recipient=bob)
+    await settle(replay_from, secret)
     stream = await ConsumerStream(alice, headers=[(b"last-event-id", b"0")]).open()
     await stream.read_until(has("hello"))
     assert stream.notification_ids() == []
+    assert_replayed_from(replay_from)
     await stream.close()
 
 
@@ -132,10 +162,11 @@ async def test_id_beyond_newest_replays_nothing_and_hello_has_current_cursor():
     await stream.close()
 
 
-async def test_more_missed_than_replay_limit_sends_reset(settings):
+async def test_more_missed_than_replay_limit_sends_reset(settings, replay_from):
     settings.NOTIFICATIONS_REPLAY_LIMIT = 3
     for i in range(4):
         last = await anotify(f"n{i}")
+    await settle(replay_from, last)
     stream = await ConsumerStream(headers=[(b"last-event-id", b"0")]).open()
     await stream.read_until(has("hello"))
     assert stream.notification_ids() == []
@@ -145,13 +176,15 @@ async def test_more_missed_than_replay_limit_sends_reset(settings):
     await stream.close()
 
 
-async def test_exactly_replay_limit_is_replayed(settings):
+async def test_exactly_replay_limit_is_replayed(settings, replay_from):
     settings.NOTIFICATIONS_REPLAY_LIMIT = 3
-    ids = [(await anotify(f"n{i}")).id for i in range(3)]
+    sent = [await anotify(f"n{i}") for i in range(3)]
+    await settle(replay_from, *sent)
     stream = await ConsumerStream(headers=[(b"last-event-id", b"0")]).open()
     await stream.read_until(has("hello"))
-    assert stream.notification_ids() == ids
+    assert stream.notification_ids() == [n.id for n in sent]
     assert stream.of_type("reset") == []
+    assert_replayed_from(replay_from)
     await stream.close()
 
 
@@ -322,15 +355,51 @@ async def test_read_event_reaches_every_stream_of_that_user_only(alice, bob):
         await s.close()
 
 
-async def test_replay_reflects_current_read_state(alice):
+async def test_replay_reflects_current_read_state(alice, replay_from):
     from notifications.models import Viewer
     from notifications.services import mark_read
 
     a = await anotify("a")
     b = await anotify("b")
+    await settle(replay_from, b)
     await sync_to_async(mark_read)(await sync_to_async(Viewer.of)(alice), [a.id])
     stream = await ConsumerStream(alice, headers=[(b"last-event-id", b"0")]).open()
     await stream.read_until(has("hello"))
     reads = {json.loads(e.data)["id"]: json.loads(e.data)["read"] for e in stream.of_type("notification")}
     assert reads == {a.id: True, b.id: False}
+    assert_replayed_from(replay_from)
     await stream.close()
+
+
+async def test_replay_leaves_out_a_notification_deleted_since(replay_from):
+    from notifications.models import Notification
+
+    a = await anotify("a")
+    gone = await anotify("deleted by an admin")
+    c = await anotify("c")
+    await settle(replay_from, c)
+    await sync_to_async(Notification.objects.filter(pk=gone.pk).delete)()
+    stream = await ConsumerStream(headers=[(b"last-event-id", b"0")]).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == [a.id, c.id]
+    assert json.loads(stream.of_type("hello")[0].data)["cursor"] == c.id
+    assert_replayed_from(replay_from)
+    await stream.close()
+
+
+async def test_a_cursor_older_than_the_hubs_memory_replays_from_the_database(monkeypatch):
+    from notifications import fanout
+
+    monkeypatch.setattr(fanout, "RECENT_EVENTS", 2)
+    await get_hub().start()
+    sent = [await anotify(f"n{i}") for i in range(4)]
+    await settle("memory", *sent)
+    old = await ConsumerStream(headers=[(b"last-event-id", b"0")]).open()  # memory holds only the last 2
+    recent = await ConsumerStream(headers=[(b"last-event-id", str(sent[1].id).encode())]).open()
+    for stream in (old, recent):
+        await stream.read_until(has("hello"))
+    assert old.notification_ids() == [n.id for n in sent]
+    assert recent.notification_ids() == [sent[2].id, sent[3].id]
+    assert get_hub().stats["replays_from_memory"] == 1 and get_hub().stats["replays"] == 2
+    for stream in (old, recent):
+        await stream.close()

@@ -59,10 +59,9 @@ class ServerKind:
         if self.server == "daphne":
             endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog={BACKLOG}"
             return [PY, "-m", "daphne", "-e", endpoint, self.target]
-        lifespan = "on" if self.settings is None else "off"
         return [PY, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--loop", "uvloop",
                 "--http", "httptools", "--backlog", str(BACKLOG), "--no-access-log", "--log-level", "warning",
-                "--lifespan", lifespan, self.target]
+                "--lifespan", "on", self.target]
 
 
 KINDS = {
@@ -93,6 +92,24 @@ for _item in filter(None, os.environ.get("BENCH_VARIANTS", "").split(",")):
         KINDS[f"{_name}-{_server}"] = ServerKind(
             f"{_name}-{_server}", f"variant {_name}, {_server}", "project.asgi:application", _server,
             "bench.settings", root=Path(_path).resolve())
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_of(pid: int) -> float:
+    return sum(cpu_times(pid))
+
+
+def switches(pid: int) -> int:
+    """Context switches (voluntary + involuntary) of a process so far: wake-ups and preemptions."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if "ctxt_switches:" in line:
+            total += int(line.split()[1])
+    return total
 
 
 def free_port() -> int:
@@ -148,8 +165,7 @@ class Server:
 
     def cpu_times(self) -> tuple[float, float]:
         """Seconds of user and of system (kernel: socket writes, epoll) CPU the server has used."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+        return cpu_times(self.pid)
 
     def rss(self) -> int:
         return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE
@@ -354,6 +370,8 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
         spy = profiler(cfg, server, tag, seconds=cfg.broadcasts * cfg.interval + 3)
         (user1, sys1) = server.cpu_times()
         cpu1 = user1 + sys1
+        sw1 = switches(server.pid), sum(switches(p.pid) for p in clients.procs)
+        ccpu1 = sum(cpu_of(p.pid) for p in clients.procs)
         start = time.monotonic()
         threads_ = []
         for k in range(cfg.broadcasts):
@@ -366,6 +384,8 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
         wait_delivered(clients, ready * cfg.broadcasts, timeout=20 + n * 0.006)
         (user2, sys2) = server.cpu_times()
         cpu2 = user2 + sys2
+        sw2 = switches(server.pid), sum(switches(p.pid) for p in clients.procs)
+        ccpu2 = sum(cpu_of(p.pid) for p in clients.procs)
         if spy is not None:
             spy.wait(60)
         expected = sorted(sent)
@@ -378,6 +398,8 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
             broadcast_cpu_s=cpu2 - cpu1,
             cpu_per_event_us=(cpu2 - cpu1) / max(result["delivered"], 1) * 1e6,
             sys_per_event_us=(sys2 - sys1) / max(result["delivered"], 1) * 1e6,
+            client_cpu_per_event_us=(ccpu2 - ccpu1) / max(result["delivered"], 1) * 1e6,
+            server_switches=sw2[0] - sw1[0], client_switches=sw2[1] - sw1[1],
         )
         return result
 
@@ -679,7 +701,9 @@ def main() -> None:
                       f"p50 {fmt_ms(r['p50'])}  p99 {fmt_ms(r['p99'])}  max {fmt_ms(r['max'])}  "
                       f"lost {r['lost']} dup {r['dup']} ooo {r['ooo']} failed {r['failed']}  "
                       f"{r['mem_per_stream'] / 1024:.1f} KiB/stream  {r['cpu_per_event_us']:.1f} us CPU/event "
-                      f"({r['sys_per_event_us']:.1f} system)  fds {r['fds']} threads {r['threads']}", flush=True)
+                      f"({r['sys_per_event_us']:.1f} system; client {r['client_cpu_per_event_us']:.1f})  "
+                      f"switches {r['server_switches']}/{r['client_switches']}  fds {r['fds']} "
+                      f"threads {r['threads']}", flush=True)
     for name in cfg.targeted_servers:
         if not in_time(f"targeted {name}"):
             continue

@@ -123,6 +123,8 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
             hub.stats["replays"] += 1
             if reset is not None:
                 hub.stats[f"resets_{reset}"] += 1
+            if self.stream.closed:  # ended while replaying (shutdown, fell behind): its response is over
+                return
             if frames:  # one write, however many frames (a reconnect storm is thousands of these)
                 await self.send_body(b"".join(frames), more_body=True)
             cursor = max(cursor, replayed_through)

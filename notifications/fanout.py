@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 #: Frames one stream may have queued behind a send that has not finished (a client that
-#: does not read, on a server with flow control); past that the stream is dropped.
+#: does not read, on a server with flow control, e.g. uvicorn); past that the connection
+#: is aborted (``servers.abort``) and the client, if it comes back, replays.
 MAX_OUTBOX = 1000
 #: Rows read from the database per catch-up query.
 CATCH_UP_BATCH = 500
@@ -60,6 +61,8 @@ FANOUT_SLICE = 64
 #: reconnect storm after a deploy then costs one small query per stream, not a read and an
 #: encoding of every missed row per stream.
 RECENT_EVENTS = 1000
+#: ...and at most this many bytes of their frames (long bodies keep fewer events).
+RECENT_BYTES = 8 << 20
 #: Bytes a stream may have waiting in the server's write buffer (daphne/Twisted buffers
 #: without limit for a client that does not read); past that the connection is aborted and
 #: the client, when it comes back, replays from its Last-Event-ID.
@@ -126,6 +129,9 @@ class Stream:
                 get_hub().stats["dropped_outbox"] += 1
                 self._outbox.clear()
                 self.closed = True
+                if servers.abort(self._send):  # the blocked send returns once the server sees it
+                    return
+                # Unknown server: end the response after the send that waits, if it ever returns.
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             self._outbox.append(message)
             return
@@ -169,6 +175,15 @@ class Stream:
     def close(self) -> None:
         """End the response; the server then sends ``http.disconnect`` and the consumer detaches."""
         self.write(b"", more_body=False)
+
+    def end_for_shutdown(self) -> None:
+        """``close()``, except for a stream whose send waits for a client that stopped reading:
+        its last chunk would wait behind that send and hold up the server's shutdown, so the
+        connection is dropped instead (the client replays from its Last-Event-ID)."""
+        if self._outbox is not None and not self.closed and servers.abort(self._send):
+            self.closed = True
+        else:
+            self.close()
 
 
 class _Resume:
@@ -248,10 +263,11 @@ class Hub:
         self._by_user: dict[int, set[Stream]] = collections.defaultdict(set)
         self._by_group: dict[int, set[Stream]] = collections.defaultdict(set)
         self.head = 0
-        #: The last ``RECENT_EVENTS`` events handed out, in id order: every id in
-        #: ``(_recent_floor, head]`` that was published is here.
-        self._recent: collections.deque[dict[str, Any]] = collections.deque(maxlen=RECENT_EVENTS)
+        #: The last events handed out (``RECENT_EVENTS``, ``RECENT_BYTES``), in id order: every
+        #: id in ``(_recent_floor, head]`` that was published is here.
+        self._recent: collections.deque[dict[str, Any]] = collections.deque()
         self._recent_floor = 0
+        self._recent_bytes = 0
         self.channel_name: str | None = None
         self._layer: Any = None
         self._started: asyncio.Future[None] | None = None
@@ -303,7 +319,7 @@ class Hub:
 
             def end_streams() -> None:
                 for stream in list(self.streams):
-                    stream.close()
+                    stream.end_for_shutdown()
 
             self._ends_streams_on_shutdown = servers.on_shutdown(end_streams)
 
@@ -373,12 +389,16 @@ class Hub:
         if "read_frame" not in message:  # from a process that does not encode it yet
             self._forget_recent()
             return
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_floor = self._recent[0]["id"]
         self._recent.append(message)
+        self._recent_bytes += _frame_bytes(message)
+        while len(self._recent) > RECENT_EVENTS or (self._recent_bytes > RECENT_BYTES and len(self._recent) > 1):
+            oldest = self._recent.popleft()
+            self._recent_bytes -= _frame_bytes(oldest)
+            self._recent_floor = oldest["id"]
 
     def _forget_recent(self) -> None:
         self._recent.clear()
+        self._recent_bytes = 0
         self._recent_floor = self.head
 
     def all_streams(self) -> tuple[Stream, ...]:
@@ -541,6 +561,10 @@ class Hub:
                     return
         finally:
             self._catching_up = False
+
+
+def _frame_bytes(message: dict[str, Any]) -> int:
+    return len(message["user_frame"]) + len(message["anon_frame"]) + len(message["read_frame"])
 
 
 def _discard(index: dict[int, set[Stream]], key: int, stream: Stream) -> None:

@@ -2,15 +2,27 @@
 
 ASGI tells an application neither that the server is shutting down while responses are
 still open, nor how many bytes a client has left unread. Both matter to long-lived streams;
-this module finds them out per server and answers "unknown" anywhere else.
+this module finds them out per server (daphne, uvicorn) and answers "unknown" anywhere else.
+It also holds the ASGI ``lifespan`` handler that servers sending lifespan events (uvicorn)
+get through ``project/asgi.py``. It imports no server package: it looks only at what the
+running server has already loaded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import inspect
+import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: Seconds the lifespan shutdown may spend leaving the channel layer (uvicorn has no limit of its own).
+LIFESPAN_SHUTDOWN_TIMEOUT = 5.0
 
 
 def transport_of(send: Any) -> Any:
@@ -19,7 +31,9 @@ def transport_of(send: Any) -> Any:
 
     Daphne's ``send`` is ``functools.partial(server.handle_reply, protocol)``; the protocol is
     a Twisted ``Request`` whose channel's transport is a ``FileDescriptor`` with
-    ``dataBuffer``, ``offset`` and ``_tempDataLen``. Any other server (or a test) gives None.
+    ``dataBuffer``, ``offset`` and ``_tempDataLen``. Any other server (or a test) gives None:
+    uvicorn's ``send`` waits while the client does not read (flow control), so its buffer
+    never grows past its high-water mark and the fan-out's outbox limit applies instead.
     """
     protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
     transport = getattr(getattr(protocol, "channel", None), "transport", None)
@@ -27,18 +41,157 @@ def transport_of(send: Any) -> Any:
     return transport if all(hasattr(transport, name) for name in needed) else None
 
 
+def abort(send: Any) -> bool:
+    """Drop the connection behind the server's ``send`` at once; False if the server is unknown.
+
+    For a client that does not read. Under uvicorn a ``send`` then waits for the client
+    without limit (``FlowControl.drain``), so the response can never be ended with a last
+    chunk; aborting the transport makes uvicorn see the connection lost, release that
+    ``send`` (it returns without writing once ``disconnected`` is set) and answer
+    ``receive()`` with ``http.disconnect``, after which the consumer detaches. Under daphne
+    it is ``abortConnection()`` on the transport ``transport_of`` finds. The client, if it
+    is still there, reconnects and replays from its ``Last-Event-ID``.
+    """
+    daphne_transport = transport_of(send)
+    if daphne_transport is not None:
+        daphne_transport.abortConnection()
+        return True
+    # uvicorn: ``send`` is ``RequestResponseCycle.send`` (httptools or h11), bound to a cycle
+    # that holds the connection's transport (asyncio's, or uvloop's, which is no subclass of
+    # ``asyncio.Transport`` but has the same ``abort()``).
+    cycle = getattr(send, "__self__", None)
+    abort_transport = getattr(getattr(cycle, "transport", None), "abort", None)
+    if type(cycle).__module__.startswith("uvicorn.") and callable(abort_transport):
+        abort_transport()
+        return True
+    return False
+
+
 def on_shutdown(callback: Callable[[], object]) -> bool:
-    """Run ``callback`` when daphne starts shutting down (SIGTERM); False if not under daphne.
+    """Run ``callback`` in the event loop when the server starts shutting down (SIGTERM, SIGINT).
+
+    Daphne and uvicorn both wait for open responses, or cut them, at shutdown; an SSE
+    response never ends by itself. Ending every stream first (the callback writes each
+    one's last chunk) makes the shutdown a clean end of stream, after which ``EventSource``
+    reconnects (to another process) and replays. Returns False, registering nothing, under
+    any other server, a version whose structure is not the expected one, or in tests.
+    """
+    return _on_daphne_shutdown(callback) or _on_uvicorn_shutdown(callback)
+
+
+def _on_daphne_shutdown(callback: Callable[[], object]) -> bool:
+    """daphne: the Twisted reactor's "before shutdown" trigger.
 
     daphne cancels every application on shutdown and then drops the connections, so a
-    stream would end without its last chunk. Ending the responses first makes SIGTERM a
-    clean end of stream, after which ``EventSource`` reconnects (elsewhere) and replays.
+    stream would end without its last chunk. The trigger runs before that.
     """
     if "twisted.internet.reactor" not in sys.modules:
         return False
     from twisted.internet import reactor
 
     if not reactor.running:  # type: ignore[attr-defined]
-        return False
+        return False  # imported (daphne's app config installs the reactor) but another server runs
     reactor.addSystemEventTrigger("before", "shutdown", callback)  # type: ignore[attr-defined,arg-type]
     return True
+
+
+def _on_uvicorn_shutdown(callback: Callable[[], object]) -> bool:
+    """uvicorn (0.29 on; tested: 0.30, 0.54): wrap the running ``Server``'s ``shutdown()``; the callback runs in it.
+
+    On SIGTERM or SIGINT uvicorn's handler only sets ``should_exit``; its main loop then
+    calls ``await self.shutdown()``, which stops listening, marks each connection to close
+    after its response (``connection.shutdown()``), and waits — for every connection to
+    close and every request task to end — up to ``--timeout-graceful-shutdown`` (forever by
+    default) before cancelling them. A stream is a response that never finishes, so without
+    help every SIGTERM costs that whole timeout and ends the streams cut off, not cleanly.
+
+    Why this hook and not the others in uvicorn's source:
+
+    * ``shutdown()`` is where uvicorn itself starts a graceful shutdown, whatever asked for
+      it: SIGTERM, SIGINT, ``--limit-max-requests``, a gunicorn worker's exit, or code that
+      sets ``should_exit``. It is a coroutine method of ``Server``, called as
+      ``self.shutdown(sockets=...)`` from ``_serve`` (so an instance attribute replaces it),
+      with the same first steps, in 0.30 and 0.54 alike (both tested). Nothing in uvicorn is
+      modified, and other ``Server`` instances in the process are untouched.
+    * The callback is scheduled with ``call_soon`` before the original runs: the original's
+      first, synchronous step closes the listening sockets and marks the connections, so
+      when the streams end no new one can arrive and each connection closes after its last
+      chunk. The streams' tasks then end on ``http.disconnect``, and uvicorn's wait returns
+      at once instead of at the timeout.
+    * Chaining the signal handler instead would run inside a signal handler (between any
+      two bytecodes, so only through ``call_soon_threadsafe``), before uvicorn stops
+      listening, for two signals only, and would replace a process-wide handler that
+      uvicorn restores and re-raises on exit. The ASGI lifespan ``shutdown`` event comes
+      too late: uvicorn sends it only after the wait above.
+
+    The running ``Server`` is found through the one thing it leaves in the process: since
+    uvicorn 0.29 ``Server.capture_signals`` installs its bound ``handle_exit`` with
+    ``signal.signal`` for SIGINT and SIGTERM (earlier releases used
+    ``loop.add_signal_handler``, which leaves nothing to find). No handler of a
+    ``uvicorn.server.Server`` (a server started outside the main thread, or a subclass
+    that skips ``capture_signals``), or no coroutine ``shutdown``: False, and shutdown waits
+    for ``--timeout-graceful-shutdown`` as it would without this app.
+    """
+    server = _uvicorn_server()
+    if server is None:
+        return False
+    shutdown = getattr(server, "shutdown", None)
+    if not inspect.iscoroutinefunction(shutdown):
+        return False
+    loop = asyncio.get_running_loop()
+    if getattr(server, "should_exit", False):
+        loop.call_soon(callback)  # already shutting down (a stream attached late): end it too
+    original: Callable[..., Awaitable[None]] = shutdown  # type: ignore[assignment]
+
+    @functools.wraps(original)
+    async def shutdown_and_end_streams(*args: Any, **kwargs: Any) -> None:
+        loop.call_soon(callback)
+        await original(*args, **kwargs)
+
+    server.shutdown = shutdown_and_end_streams
+    return True
+
+
+def _uvicorn_server() -> Any:
+    """The ``uvicorn.server.Server`` whose ``handle_exit`` handles SIGTERM or SIGINT, or None."""
+    module = sys.modules.get("uvicorn.server")
+    server_class = getattr(module, "Server", None)
+    if not isinstance(server_class, type):
+        return None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(sig)
+        server = getattr(handler, "__self__", None)
+        if isinstance(server, server_class) and getattr(handler, "__name__", "") == "handle_exit":
+            return server
+    return None
+
+
+async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The ASGI ``lifespan`` protocol, for ``ProtocolTypeRouter`` (``project/asgi.py``).
+
+    uvicorn sends a ``lifespan`` scope first; Channels' router and Django's handler both
+    reject unknown scope types, which uvicorn reports as "ASGI 'lifespan' protocol appears
+    unsupported" and then skips the shutdown event. With this handler startup is plain, and
+    at shutdown — after uvicorn has waited for the open responses (``on_shutdown`` ended the
+    streams) — the process's hub leaves the channel layer's group, so the Redis core layer
+    stops queueing events for a process that is gone (the pub/sub layer forgets it anyway
+    when the connection closes). daphne and ``runserver`` send no lifespan events.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await _leave_channel_layer()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _leave_channel_layer() -> None:
+    from .fanout import get_hub  # not at import time: the fan-out imports this module
+
+    try:
+        await asyncio.wait_for(get_hub().stop(), LIFESPAN_SHUTDOWN_TIMEOUT)
+    except Exception:  # a broken layer must not turn a clean exit into a failed one
+        logger.warning("Leaving the channel layer at shutdown failed.", exc_info=True)
+

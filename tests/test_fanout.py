@@ -100,3 +100,28 @@ async def test_targeted_events_go_only_to_their_audience_across_slices():
     await hub._fan_out(event(3))
     assert all(s.frames == [b"user 1", b"user 2", b"user 3"] for s in mine)
     assert all(s.frames == [b"user 3"] for s in others)
+
+
+async def test_recent_events_are_capped_in_count_and_bytes(monkeypatch):
+    from notifications import fanout
+
+    monkeypatch.setattr(fanout, "RECENT_EVENTS", 3)
+    monkeypatch.setattr(fanout, "RECENT_BYTES", 1000)
+    hub = Hub()
+    for id in range(1, 6):
+        await hub._fan_out(event(id) | {"read_frame": b"r"})
+    assert [e["id"] for e in hub.recent_after(Viewer(), 2)] == [3, 4, 5]
+    assert hub.recent_after(Viewer(), 1) is None  # id 2 is no longer held: the caller reads the database
+    big = b"x" * 600
+    await hub._fan_out(event(6) | {"user_frame": big, "anon_frame": big, "read_frame": b"r"})
+    assert [e["id"] for e in hub.recent_after(Viewer(), 5)] == [6]  # alone over the byte cap, still kept
+    assert hub.recent_after(Viewer(), 4) is None
+    assert hub.recent_after(Viewer(), 7) is None  # beyond head: the database decides
+
+
+async def test_events_without_a_read_frame_are_not_replayed_from_memory():
+    hub = Hub()
+    await hub._fan_out(event(1) | {"read_frame": b"r"})
+    await hub._fan_out(event(2))  # published by a process that does not encode read_frame
+    assert hub.recent_after(Viewer(), 0) is None
+    assert hub.recent_after(Viewer(), 2) == []

@@ -1,4 +1,5 @@
-"""Real servers for integration tests: daphne (and later redis-server, PostgreSQL) on free ports.
+"""Real servers for integration tests: daphne and uvicorn on free ports (redis-server and
+PostgreSQL are in ``pg_redis``), and clients that read them over real HTTP.
 
 Every server is started by the test, bound to 127.0.0.1, and stopped by the test (by its pid).
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
 import httpx
 
@@ -64,45 +67,102 @@ def manage(env: dict[str, str], *args: str, check: bool = True) -> subprocess.Co
     )
 
 
+def require_module(*modules: str, package: str) -> None:
+    """Skip unless the Python modules are installed (fail under CI: NOTIFICATIONS_REQUIRE_SERVERS=1)."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        import pytest  # not at import time: soak/ and bench/ use these helpers outside pytest
+
+        message = f"needs {', '.join(missing)} from the PyPI package {package!r} (pip install -e '.[test]')"
+        if os.environ.get("NOTIFICATIONS_REQUIRE_SERVERS") == "1":
+            pytest.fail(message + "; NOTIFICATIONS_REQUIRE_SERVERS=1 forbids skipping")
+        pytest.skip(message)
+
+
 @dataclass
-class Daphne:
-    """One daphne process serving project.asgi on a free port."""
+class Server:
+    """One ASGI server process serving project.asgi on a free 127.0.0.1 port, stopped by its pid.
+
+    Subclasses give the command line; tests take the class from ``SERVERS`` so the same
+    test runs under each server.
+    """
 
     env: dict[str, str]
     log_path: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    name: ClassVar[str] = ""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Daphne:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"],
-            env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            self.command(), env=self.env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, proc=self.proc)
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
         self._log.close()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
 
+@dataclass
+class Daphne(Server):
+    """daphne, as in production (``daphne -b … -p … project.asgi:application``)."""
+
+    name: ClassVar[str] = "daphne"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "project.asgi:application"]
+
+
+@dataclass
+class Uvicorn(Server):
+    """uvicorn with uvloop and httptools, as docs/deployment.md runs it.
+
+    The graceful-shutdown timeout is long on purpose: a SIGTERM that ends the streams
+    quickly proves the app's shutdown hook did it, not the timeout.
+    """
+
+    name: ClassVar[str] = "uvicorn"
+    graceful_timeout: ClassVar[int] = 30
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(self.port),
+            "--loop", "uvloop", "--http", "httptools",
+            "--timeout-graceful-shutdown", str(self.graceful_timeout), "project.asgi:application",
+        ]
+
+    def start(self) -> Self:
+        require_module("uvicorn", "uvloop", "httptools", package="uvicorn[standard]")
+        return super().start()
+
+
+#: Every supported production server, by name; integration tests parametrize over these.
+SERVERS: dict[str, type[Server]] = {"daphne": Daphne, "uvicorn": Uvicorn}
+
+
 @contextlib.contextmanager
-def running(server: Daphne) -> Iterator[Daphne]:
+def running(server: Server) -> Iterator[Server]:
     server.start()
     try:
         yield server

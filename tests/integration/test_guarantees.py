@@ -1,10 +1,12 @@
-"""The promises of SPEC §11 under stress, over real HTTP against real daphne processes.
+"""The promises of SPEC §11 under stress, over real HTTP against real servers (daphne, uvicorn).
 
 Bursts with hundreds of streams held on raw sockets by this one process, streams that
 outlive the channel layer's expiries, max-age closes with jitter, sessions that end, bad
 input, a user opening a thousand streams, clients that never read, and thousands of
 connect/disconnect cycles against one process (memory and leftovers read from
-/notifications/metrics, which answers loopback clients).
+/notifications/metrics, which answers loopback clients). Every test runs under each server
+in ``SERVERS`` except ``test_a_stream_outlives_the_layers_group_expiry_and_message_expiry``,
+which is about the channel layer's expiries and the hub alone: the server plays no part in it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +30,7 @@ import pytest
 
 from soak.client import Event, RawStream, metrics, read_until, session_cookie
 
-from .servers import Daphne, manage, project_env
+from .servers import SERVERS, Server, manage, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -50,9 +54,15 @@ SETUP = (
 _TEMPLATE: dict[str, Path] = {}
 
 
-def start_server(tmp_path_factory, name: str, **settings: object) -> Daphne:
-    """A daphne on a copy of a database migrated (and given its users) once per session."""
-    tmp = tmp_path_factory.mktemp(name)
+@pytest.fixture(scope="module", params=list(SERVERS))
+def kind(request: pytest.FixtureRequest) -> str:
+    """Which server the module's servers are: each test runs once per supported server."""
+    return request.param
+
+
+def start_server(tmp_path_factory, kind: str, name: str, **settings: object) -> Server:
+    """A server of ``kind`` on a copy of a database migrated (and given its users) once per session."""
+    tmp = tmp_path_factory.mktemp(f"{name}-{kind}")
     layer = settings.pop("layer", None)
     extra = {f"NOTIFICATIONS_{k.upper()}": json.dumps(v) for k, v in settings.items()}
     if layer:
@@ -65,12 +75,12 @@ def start_server(tmp_path_factory, name: str, **settings: object) -> Daphne:
         _TEMPLATE["db"] = template
     shutil.copyfile(_TEMPLATE["db"], tmp / "db.sqlite3")
     env = project_env(f"sqlite:///{tmp / 'db.sqlite3'}", DJANGO_SETTINGS_MODULE="soak.settings", **extra)
-    return Daphne(env=env, log_path=tmp / "daphne.log").start()
+    return SERVERS[kind](env=env, log_path=tmp / f"{kind}.log").start()
 
 
 @contextlib.contextmanager
-def serving(tmp_path_factory, name: str, **settings: object) -> Iterator[Daphne]:
-    server = start_server(tmp_path_factory, name, **settings)
+def serving(tmp_path_factory, kind: str, name: str, **settings: object) -> Iterator[Server]:
+    server = start_server(tmp_path_factory, kind, name, **settings)
     try:
         yield server
     finally:
@@ -78,24 +88,24 @@ def serving(tmp_path_factory, name: str, **settings: object) -> Iterator[Daphne]
 
 
 @pytest.fixture(scope="module")
-def roomy(tmp_path_factory):
+def roomy(tmp_path_factory, kind):
     """Tiny layer capacity and expiries (3 s); room for hundreds of streams per user."""
-    with serving(tmp_path_factory, "roomy", heartbeat=1, max_streams_per_user=1000,
+    with serving(tmp_path_factory, kind, "roomy", heartbeat=1, max_streams_per_user=1000,
                  layer={"capacity": 3, "expiry": 3, "group_expiry": 3}) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory):
+def strict(tmp_path_factory, kind):
     """The defaults: 20 streams per user, the default layer."""
-    with serving(tmp_path_factory, "strict", heartbeat=1) as server:
+    with serving(tmp_path_factory, kind, "strict", heartbeat=1) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
-def aging(tmp_path_factory):
+def aging(tmp_path_factory, kind):
     """Streams closed after 2 s ±10 %."""
-    with serving(tmp_path_factory, "aging", heartbeat=1, max_age=2) as server:
+    with serving(tmp_path_factory, kind, "aging", heartbeat=1, max_age=2) as server:
         yield server
 
 
@@ -109,7 +119,7 @@ class Writer:
     client: httpx.AsyncClient
 
     @classmethod
-    async def open(cls, server: Daphne) -> Writer:
+    async def open(cls, server: Server) -> Writer:
         client = httpx.AsyncClient(base_url=server.url, timeout=30)
         for part in (await session_cookie(server.url, "admin", "pw-admin-123")).split("; "):
             key, _, value = part.partition("=")
@@ -144,14 +154,14 @@ def of(kind: str, events: list[Event]) -> list[Event]:
     return [e for e in events if e.type == kind]
 
 
-async def cookies(server: Daphne) -> dict[str | None, str | None]:
+async def cookies(server: Server) -> dict[str | None, str | None]:
     jar: dict[str | None, str | None] = {None: None}
     for name in USERS:
         jar[name] = await session_cookie(server.url, name, f"pw-{name}-123")
     return jar
 
 
-async def open_stream(server: Daphne, cookie: str | None = None, **kwargs) -> tuple[RawStream, list[Event]]:
+async def open_stream(server: Server, cookie: str | None = None, **kwargs) -> tuple[RawStream, list[Event]]:
     stream = await RawStream(server.port, cookie=cookie, **kwargs).open()
     assert stream.status == 200, (stream.status, stream.body)
     events: list[Event] = []
@@ -244,6 +254,7 @@ async def test_burst_every_open_stream_gets_every_notification_it_may_see_once_i
 # -- 2. long uptime ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("kind", ["daphne"], indirect=True)  # the layer and the hub alone (module docstring)
 async def test_a_stream_outlives_the_layers_group_expiry_and_message_expiry(roomy):
     """expiry = group_expiry = 3 s; the stream stays open ~10 s and gets each notice live."""
     writer = await Writer.open(roomy)
@@ -273,12 +284,14 @@ async def test_max_age_closes_streams_with_jitter_and_reconnects_lose_nothing(ag
     lifetimes: list[float] = []
     got: list[list[int]] = [[] for _ in range(10)]
     stop = asyncio.Event()
+    connected = [asyncio.Event() for _ in range(10)]
 
     async def client(i: int) -> None:
         cursor = None
         for _ in range(20):
             opened_at = loop.time()
             stream, events = await open_stream(strict, last_event_id=cursor)
+            connected[i].set()
             while not stream.ended and not stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     events += await asyncio.wait_for(stream.read_events(), 0.2)
@@ -290,6 +303,9 @@ async def test_max_age_closes_streams_with_jitter_and_reconnects_lose_nothing(ag
             lifetimes.append(loop.time() - opened_at)
 
     tasks = [asyncio.create_task(client(i)) for i in range(10)]
+    # Every client has its first hello (its cursor) before the first notice: one that connected
+    # later would rightly start after it.
+    await asyncio.wait_for(asyncio.gather(*(c.wait() for c in connected)), 30)
     sent = []
     started = loop.time()
     while loop.time() - started < 5 or len(lifetimes) < 20:
@@ -429,43 +445,111 @@ def silent_client(port: int) -> socket.socket:
     return sock
 
 
-async def test_clients_that_never_read_are_dropped_and_memory_stays_bounded(strict):
-    """Five clients never read while 8 MB is written to each (more than the kernel buffers)."""
-    writer = await Writer.open(strict)
-    reader, events = await open_stream(strict)
-    before = await metrics(strict.url)
-    idle = [await asyncio.to_thread(silent_client, strict.port) for _ in range(5)]
-    body = "z" * 100_000
-    sent = []
-    peak = before["process_resident_memory_bytes"]
-    for i in range(80):
-        sent.append(await writer.send(f"big {i}", body=body))
-        with contextlib.suppress(TimeoutError):  # the reading client keeps up
-            events += await asyncio.wait_for(reader.read_events(), 0.01)
-        if i % 10 == 0:
-            peak = max(peak, (await metrics(strict.url))["process_resident_memory_bytes"])
-    await read_until(reader, lambda ev: sent[-1] in ids(ev), events, 30)
-    assert ids(events) == sent
-    dropped = 'notifications_streams_dropped_total{reason="unread_buffer"}'
-    for _ in range(200):
-        after = await metrics(strict.url)
-        if after[dropped] - before[dropped] >= 5 and after["notifications_open_streams"] == 1:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError(f"not dropped: {after}")
-    # 5 x 8 MB were written; the process held at most MAX_BUFFERED_BYTES (1 MiB) per stream.
-    grown = (max(peak, after["process_resident_memory_bytes"]) - before["process_resident_memory_bytes"]) / 2**20
-    assert grown < 20, f"RSS grew {grown:.1f} MiB"
-    # The server cut them off (RST): their sockets say so once read.
-    for sock in idle:
-        with pytest.raises(OSError):
-            for _ in range(10_000):
-                if not await asyncio.to_thread(sock.recv, 1 << 20):
-                    raise ConnectionResetError("closed")
-        sock.close()
-    reader.abort()
-    await writer.aclose()
+#: How each server's slow client is found out (``notifications.fanout``): daphne's send never
+#: waits, so its write buffer grows until more than MAX_BUFFERED_BYTES is unsent; uvicorn's send
+#: waits once its buffer passes the high-water mark (flow control), so frames queue in the
+#: stream's outbox until MAX_OUTBOX.
+DROP_REASON = {"daphne": "unread_buffer", "uvicorn": "outbox"}
+
+
+async def test_clients_that_never_read_are_dropped_and_memory_stays_bounded(tmp_path_factory, kind):
+    """Five clients never read while 8 MB is written to each (more than the kernel buffers).
+
+    Under uvicorn a heartbeat every 5 ms adds 200 frames a second to every stream, so an outbox
+    capped in frames fills within seconds, not after thousands of notifications.
+    """
+    with serving(tmp_path_factory, kind, "silent", heartbeat=0.005 if kind == "uvicorn" else 1) as server:
+        writer = await Writer.open(server)
+        reader, events = await open_stream(server)
+
+        async def keep_reading() -> None:  # the reading client keeps up, all along
+            while not reader.ended:
+                events.extend(await reader.read_events())
+
+        reading = asyncio.create_task(keep_reading())
+        body = "z" * 100_000
+        sent: list[int] = []
+
+        async def send_big(count: int, peak: float) -> float:
+            """``count`` notices of 100 kB that the reader gets; returns the peak RSS seen."""
+            for i in range(count):
+                sent.append(await writer.send(f"big {len(sent)}", body=body))
+                if i % 10 == 0:
+                    peak = max(peak, (await metrics(server.url))["process_resident_memory_bytes"])
+            assert await until(lambda: sent[-1] in ids(events) or reader.ended, 30)
+            assert ids(events) == sent, f"reader got {len(ids(events))} of {len(sent)}; ended: {reader.ended}"
+            return peak
+
+        # What 80 such notices cost the process by themselves, with no slow client: the hub
+        # keeps the frames of its last RECENT_EVENTS events to replay reconnects from memory.
+        start = (await metrics(server.url))["process_resident_memory_bytes"]
+        await send_big(80, start)
+        before = await metrics(server.url)
+        by_themselves = before["process_resident_memory_bytes"] - start
+        idle = [await asyncio.to_thread(silent_client, server.port) for _ in range(5)]
+        peak = await send_big(80, before["process_resident_memory_bytes"])
+        dropped = f'notifications_streams_dropped_total{{reason="{DROP_REASON[kind]}"}}'
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20  # uvicorn: 1,000 frames at 200 pings/s, on a busy machine
+        while True:
+            after = await metrics(server.url)
+            peak = max(peak, after["process_resident_memory_bytes"])
+            if after[dropped] - before[dropped] >= 5 and after["notifications_open_streams"] == 1:
+                break
+            if loop.time() > deadline:
+                raise AssertionError(f"not dropped: {after}")
+            await asyncio.sleep(0.05)
+        # 5 x 8 MB were written; the process held at most MAX_BUFFERED_BYTES (1 MiB) per stream
+        # under daphne, MAX_OUTBOX frames (shared with the other streams) under uvicorn, on top
+        # of what the same notices cost with no slow client.
+        grown = (peak - before["process_resident_memory_bytes"] - by_themselves) / 2**20
+        assert grown < 20, f"RSS grew {grown:.1f} MiB more than the notices cost by themselves"
+        # The server cut them off: their sockets say so once read (reset, or the end after
+        # what the kernel had buffered).
+        for sock in idle:
+            with pytest.raises(OSError):
+                for _ in range(10_000):
+                    if not await asyncio.to_thread(sock.recv, 1 << 20):
+                        raise ConnectionResetError("closed")
+            sock.close()
+        # And the reader is still live.
+        last = await writer.send("after the drops")
+        assert await until(lambda: last in ids(events), 10), f"reader ended: {reader.ended}"
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+        reader.abort()
+        await writer.aclose()
+
+
+async def test_a_client_that_stopped_reading_does_not_hold_up_a_shutdown(tmp_path_factory, kind):
+    """SIGTERM while one client has stopped reading 6 MB in: the process still exits at once
+    and the reading client's stream ends. Under uvicorn the silent stream's send is waiting
+    (below MAX_OUTBOX), so its last chunk could never be written; under daphne it was cut off
+    already (past MAX_BUFFERED_BYTES) and the test only shows the exit."""
+    with serving(tmp_path_factory, kind, "stalled", heartbeat=1) as server:
+        writer = await Writer.open(server)
+        reader, events = await open_stream(server)
+        idle = await asyncio.to_thread(silent_client, server.port)
+        for _ in range(100):
+            if (await metrics(server.url))["notifications_open_streams"] == 2:
+                break
+            await asyncio.sleep(0.05)
+        sent = [await writer.send(f"big {i}", body="z" * 100_000) for i in range(60)]
+        await read_until(reader, lambda ev: sent[-1] in ids(ev), events, 30)
+        await writer.aclose()
+        assert server.proc is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        server.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(server.proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()  # ours, by pid; the assertion below says what went wrong
+        took = loop.time() - started
+        await read_until(reader, lambda ev: reader.ended, events, 5)
+        idle.close()
+    assert took < 5, f"exited after {took:.1f}s"
 
 
 # -- 5. memory -------------------------------------------------------------------------------
@@ -474,8 +558,8 @@ CYCLES = int(os.environ.get("NOTIFICATIONS_MEMORY_CYCLES", "2000"))  # make soak
 
 
 @pytest.mark.timeout(120 if CYCLES <= 2000 else 600)
-async def test_connect_disconnect_cycles_keep_memory_flat_and_leave_nothing_behind(tmp_path_factory):
-    with serving(tmp_path_factory, "memory", heartbeat=1) as server:
+async def test_connect_disconnect_cycles_keep_memory_flat_and_leave_nothing_behind(tmp_path_factory, kind):
+    with serving(tmp_path_factory, kind, "memory", heartbeat=1) as server:
         jar = await cookies(server)
         who = [None, *USERS]
         writer = await Writer.open(server)

@@ -1,7 +1,11 @@
-"""Scale-out with real servers: two daphne processes on one PostgreSQL and one redis-server.
+"""Scale-out with real servers: two server processes on one PostgreSQL and one redis-server.
 
 Every server is started here on a free 127.0.0.1 port and stopped by its pid. The
-cross-process scenarios run against both channels-redis layers (``REDIS_LAYER``).
+cross-process scenarios run against both channels-redis layers (``REDIS_LAYER``) and under
+each supported server (``SERVERS``: daphne, uvicorn), both processes of a test being the same
+server. Three run under daphne only, because they test the hub against Redis and PostgreSQL
+and the server plays no part in them: the idle-stream read timeout, the Redis restart and the
+concurrent writers (they are also the slowest here).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import psycopg
 import pytest
 
 from .pg_redis import PostgresCluster, RedisServer, postgres_cluster, redis_server
-from .servers import ROOT, Daphne, SSEClient, admin_add, login, manage, project_env
+from .servers import ROOT, SERVERS, Server, SSEClient, Uvicorn, admin_add, login, manage, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -36,7 +40,7 @@ USERS_SCRIPT = (
 
 @dataclass
 class Backing:
-    """One PostgreSQL database and one redis-server shared by every daphne of a test module."""
+    """One PostgreSQL database and one redis-server shared by every server of a test module."""
 
     pg: PostgresCluster
     redis: RedisServer
@@ -72,13 +76,23 @@ def layer(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def daphnes(backing: Backing, layer: str) -> Iterator[Callable[..., Daphne]]:
-    """Start daphne processes on the shared database and Redis; all are stopped (by pid) after."""
-    started: list[Daphne] = []
+@pytest.fixture(params=list(SERVERS))
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
 
-    def start(name: str, **extra: str) -> Daphne:
-        server = Daphne(env=backing.env(layer, **extra), log_path=backing.tmp / f"{name}-{layer}.log").start()
+
+#: For the tests where the server plays no part (module docstring).
+DAPHNE_ONLY = pytest.mark.parametrize("kind", ["daphne"], indirect=True)
+
+
+@pytest.fixture
+def processes(backing: Backing, layer: str, kind: str) -> Iterator[Callable[..., Server]]:
+    """Start server processes of ``kind`` on the shared database and Redis; all stopped (by pid) after."""
+    started: list[Server] = []
+
+    def start(name: str, **extra: str) -> Server:
+        log = backing.tmp / f"{name}-{kind}-{layer}.log"
+        server = SERVERS[kind](env=backing.env(layer, **extra), log_path=log).start()
         started.append(server)
         return server
 
@@ -88,7 +102,7 @@ def daphnes(backing: Backing, layer: str) -> Iterator[Callable[..., Daphne]]:
 
 
 @contextlib.asynccontextmanager
-async def http(server: Daphne, username: str | None = None, password: str | None = None) -> AsyncIterator[
+async def http(server: Server, username: str | None = None, password: str | None = None) -> AsyncIterator[
     httpx.AsyncClient
 ]:
     async with httpx.AsyncClient(base_url=server.url, follow_redirects=False) as client:
@@ -133,7 +147,7 @@ def assert_strictly_increasing(ids: list[int]) -> None:
 
 
 def notify_in_other_process(env: dict[str, str], *titles: str) -> list[int]:
-    """``notify()`` from a separate Python process (a shell, a worker): no event loop, no daphne."""
+    """``notify()`` from a separate Python process (a shell, a worker): no event loop, no server."""
     script = (
         "import json, sys; from notifications.services import notify;"
         f"print(json.dumps([notify(t).id for t in {list(titles)!r}]))"
@@ -142,8 +156,8 @@ def notify_in_other_process(env: dict[str, str], *titles: str) -> list[int]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-async def test_stream_on_a_receives_what_is_created_through_b_exactly_once(daphnes, backing, layer):
-    a, b = daphnes("a"), daphnes("b")
+async def test_stream_on_a_receives_what_is_created_through_b_exactly_once(processes, backing, layer):
+    a, b = processes("a"), processes("b")
     async with http(a) as anon_a, http(a, "alice", "pw-alice-123") as alice_a, http(
         b, "admin", "pw-admin-123"
     ) as admin_b, SSEClient(anon_a, STREAM) as s1, SSEClient(alice_a, STREAM) as s2, SSEClient(admin_b, STREAM) as s3:
@@ -160,8 +174,8 @@ async def test_stream_on_a_receives_what_is_created_through_b_exactly_once(daphn
         assert backing.ids_after(start) == expected
 
 
-async def test_reconnect_to_b_with_last_event_id_replays_exactly_the_missed(daphnes, layer):
-    a, b = daphnes("a"), daphnes("b")
+async def test_reconnect_to_b_with_last_event_id_replays_exactly_the_missed(processes, layer):
+    a, b = processes("a"), processes("b")
     async with http(a) as anon_a, http(b) as anon_b, http(b, "admin", "pw-admin-123") as admin_b:
         async with SSEClient(anon_a, STREAM) as s:
             await s.read_until(has("hello"))
@@ -188,8 +202,8 @@ async def _writer(admin: httpx.AsyncClient, stop: asyncio.Event, made: list[int]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-async def test_killing_a_loses_nothing_for_streams_that_reconnect_to_b(daphnes, backing, layer, sig):
-    a, b = daphnes("a"), daphnes("b")
+async def test_killing_a_loses_nothing_for_streams_that_reconnect_to_b(processes, backing, layer, sig):
+    a, b = processes("a"), processes("b")
     async with http(a) as anon_a, http(a, "alice", "pw-alice-123") as alice_a, http(b) as anon_b, http(
         b, "alice", "pw-alice-123"
     ) as alice_b, http(b, "admin", "pw-admin-123") as admin_b:
@@ -209,10 +223,13 @@ async def test_killing_a_loses_nothing_for_streams_that_reconnect_to_b(daphnes, 
                 await s.read_until(lambda s: s.ended, timeout=5)
             ended_after = time.monotonic() - killed_at
             if sig == signal.SIGTERM:
-                # Quickly, and cleanly: the last chunk arrives, the response is not cut off.
+                # Quickly, and cleanly: the last chunk arrives, the response is not cut off, and
+                # the process exits, well before uvicorn's graceful-shutdown timeout.
                 assert ended_after < 3, f"SIGTERM took {ended_after:.1f}s to end the streams"
                 assert [s.broke_off for s in first] == [None, None]
                 assert a.proc.wait(10) is not None
+                exited_after = time.monotonic() - killed_at
+                assert exited_after < min(5, Uvicorn.graceful_timeout / 2), f"exited after {exited_after:.1f}s"
             second = [
                 SSEClient(client, STREAM, {"Last-Event-ID": s.parser.last_event_id})
                 for client, s in zip((anon_b, alice_b), first, strict=True)
@@ -239,8 +256,9 @@ async def test_killing_a_loses_nothing_for_streams_that_reconnect_to_b(daphnes, 
                 await s.__aexit__(None, None, None)
 
 
-async def test_idle_stream_still_receives_live_after_longer_than_the_redis_read_timeout(daphnes, layer):
-    a, b = daphnes("a"), daphnes("b")
+@DAPHNE_ONLY
+async def test_idle_stream_still_receives_live_after_longer_than_the_redis_read_timeout(processes, layer):
+    a, b = processes("a"), processes("b")
     async with http(a) as anon_a, http(b, "admin", "pw-admin-123") as admin_b, SSEClient(anon_a, STREAM) as s:
         await s.read_until(has("hello"))
         # Idle for longer than redis-py 8's 5 s socket timeout (and channels-redis' 5 s BZPOPMIN);
@@ -257,8 +275,9 @@ async def test_idle_stream_still_receives_live_after_longer_than_the_redis_read_
     assert latency < 1.5, latency
 
 
-async def test_redis_restart_loses_nothing_once_it_is_back(daphnes, backing, layer):
-    a, b = daphnes("a"), daphnes("b")
+@DAPHNE_ONLY
+async def test_redis_restart_loses_nothing_once_it_is_back(processes, backing, layer):
+    a, b = processes("a"), processes("b")
     async with http(a) as anon_a, http(b) as anon_b, http(b, "admin", "pw-admin-123") as admin_b, SSEClient(
         anon_a, STREAM
     ) as sa, SSEClient(anon_b, STREAM) as sb:
@@ -394,8 +413,9 @@ print(json.dumps(ids))
 """
 
 
-async def test_concurrent_writers_in_several_processes_reach_every_stream_in_id_order(daphnes, backing, layer):
-    a, b = daphnes("a"), daphnes("b")
+@DAPHNE_ONLY
+async def test_concurrent_writers_in_several_processes_reach_every_stream_in_id_order(processes, backing, layer):
+    a, b = processes("a"), processes("b")
     writers, per_writer = 4, 25
     async with http(a) as anon_a, http(b) as anon_b, SSEClient(anon_a, STREAM) as sa, SSEClient(anon_b, STREAM) as sb:
         for s in (sa, sb):
@@ -436,13 +456,47 @@ async def test_concurrent_writers_in_several_processes_reach_every_stream_in_id_
             assert ids == expected
 
 
-# -- static files and shutdown on plain daphne ----------------------------------------------------
+# -- uvicorn's lifespan: a stopped process leaves the channel layer ---------------------------------
 
 
-def test_debug_off_daphne_serves_the_admin_css(tmp_path):
+@pytest.mark.parametrize(("kind", "layer"), [("uvicorn", "core")], indirect=True)
+async def test_a_stopped_uvicorn_leaves_the_redis_group_and_startup_is_plain(processes, backing, layer):
+    """With the core layer a member stays in a group until ``group_expiry`` (a day) unless it
+    leaves: events would keep being queued for a process that is gone. ``servers.lifespan``
+    leaves at uvicorn's lifespan shutdown (daphne sends no lifespan events)."""
+    import redis
+
+    client = redis.Redis.from_url(backing.redis.url)
+    group = "asgi:group:notifications.events"
+    try:
+        earlier = set(client.zrange(group, 0, -1))  # members left by earlier tests' processes
+        a, b = processes("a"), processes("b")
+        async with http(a) as anon_a, http(b) as anon_b, SSEClient(anon_a, STREAM) as sa, SSEClient(
+            anon_b, STREAM
+        ) as sb:
+            for s in (sa, sb):
+                await s.read_until(has("hello"))  # each process's hub has joined
+            joined = set(client.zrange(group, 0, -1)) - earlier
+            assert len(joined) == 2, joined
+            a.stop()
+            await sa.read_until(lambda s: s.ended, timeout=5)
+            left = set(client.zrange(group, 0, -1)) - earlier
+    finally:
+        client.close()
+    assert len(left) == 1 and left < joined, (joined, left)
+    log = a.log()
+    assert "Application startup complete." in log and "Application shutdown complete." in log, log[-2000:]
+    assert "'lifespan' protocol appears unsupported" not in log, log[-2000:]
+
+
+# -- static files with debug off ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(SERVERS))
+def test_debug_off_server_serves_the_admin_css(tmp_path, kind):
     env = project_env(f"sqlite:///{tmp_path / 'db.sqlite3'}", DJANGO_DEBUG="0")
     manage(env, "migrate", "--noinput")
-    server = Daphne(env=env, log_path=tmp_path / "daphne.log").start()
+    server = SERVERS[kind](env=env, log_path=tmp_path / f"{kind}.log").start()
     try:
         with httpx.Client(base_url=server.url) as client:
             login_page = client.get("/admin/login/")

@@ -1,4 +1,5 @@
-"""The stream over real HTTP from a real daphne process: admin adds, audiences, replay, errors."""
+"""The stream over real HTTP from a real server process (daphne, then uvicorn): admin adds,
+audiences, replay, heartbeats, errors, and what differs behind a proxy."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import json
 import httpx
 import pytest
 
-from .servers import Daphne, SSEClient, admin_add, login, manage, project_env
+from .servers import SERVERS, SSEClient, admin_add, login, manage, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("daphne")
+@pytest.fixture(scope="module", params=list(SERVERS))
+def server(request, tmp_path_factory):
+    kind = request.param
+    tmp = tmp_path_factory.mktemp(kind)
     env = project_env(f"sqlite:///{tmp / 'db.sqlite3'}", NOTIFICATIONS_HEARTBEAT="0.5")
     manage(env, "migrate", "--noinput")
     script = (
@@ -24,9 +26,9 @@ def server(tmp_path_factory):
         "U.objects.create_user('bob',password='pw-bob-123')"
     )
     manage(env, "shell", "-c", script)
-    daphne = Daphne(env=env, log_path=tmp / "daphne.log").start()
-    yield daphne
-    daphne.stop()
+    server = SERVERS[kind](env=env, log_path=tmp / f"{kind}.log").start()
+    yield server
+    server.stop()
 
 
 async def client_for(server, username=None, password=None) -> httpx.AsyncClient:
@@ -149,3 +151,16 @@ async def _group_pk(client: httpx.AsyncClient, name: str) -> str:
     ids = re.findall(r"/admin/auth/group/(\d+)/change/", page.text)
     assert ids
     return ids[0]
+
+
+@pytest.mark.parametrize("forwarded", ["203.0.113.9", "127.0.0.1, 203.0.113.9"], ids=["client", "forged-prefix"])
+async def test_metrics_see_the_forwarded_client_only_where_proxy_headers_are_on(server, forwarded):
+    """``/notifications/metrics`` answers loopback clients, so behind a proxy on the same host it
+    must see the proxied client. uvicorn reads ``X-Forwarded-For`` by default from 127.0.0.1 and
+    walks it from the right, so an entry the client put first does not count; daphne without
+    ``--proxy-headers`` (as started here) ignores the header (docs/deployment.md)."""
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        direct = await client.get("/notifications/metrics")
+        proxied = await client.get("/notifications/metrics", headers={"X-Forwarded-For": forwarded})
+    assert direct.status_code == 200
+    assert proxied.status_code == (403 if server.name == "uvicorn" else 200)

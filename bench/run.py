@@ -571,8 +571,17 @@ def summarise(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for key in ("connect_s", "connect_cpu_s", "p50", "p99", "max", "mem_per_stream", "cpu_per_event_us",
                         "broadcast_cpu_s", "fds", "threads"):
                 summary[key] = median(runs, key)
+            for key in ("sys_per_event_us", "client_cpu_per_event_us"):
+                summary[key] = median(runs, key) if all(key in r for r in runs) else None
             for key in ("lost", "dup", "ooo", "failed", "extra", "closed"):
                 summary[key] = sum(r[key] for r in runs)
+            # The raw loop on the same server ran just before, in the same round: pair them, so
+            # that a noisy minute on the shared machine moves both sides of a ratio.
+            raw = "raw-uvicorn" if name.endswith("uvicorn") else "raw-daphne"
+            for key, label in (("cpu_per_event_us", "cpu_ratios"), ("p99", "p99_ratios")):
+                pairs = [(r, next((b for b in rows if b["server"] == raw and b["n"] == n
+                                   and b.get("round") == r.get("round")), None)) for r in runs]
+                summary[label] = [r[key] / b[key] for r, b in pairs if b and b.get(key) and r.get(key) is not None]
             table.append(summary)
     return table
 
@@ -619,6 +628,21 @@ def markdown(cfg: Config, table: list[dict[str, Any]], targeted: list[dict[str, 
                    f"| {fmt_ms(row['p99'])} | {fmt_ms(row['max'])} | {row['lost']} / {row['dup']} / {row['ooo']} "
                    f"| {row['failed']} | {row['mem_per_stream'] / 1024:.1f} KiB | {row['cpu_per_event_us']:.1f} µs "
                    f"| {row['fds']} | {ratio('p99')} | {ratio('cpu_per_event_us')} | {ratio('mem_per_stream')} |")
+    paired = [row for row in table if not row["server"].startswith("raw-") and row.get("cpu_ratios")]
+    if paired:
+        out += ["", "The same ratios taken round by round (each server against the raw loop on the same server, "
+                "run just before it in the same round), then their median; CPU split into user + system, and "
+                "the load clients' CPU per event.", "",
+                "| server | N | CPU × raw, by round | median | p99 × raw, by round | median "
+                "| system CPU per event | client CPU per event |", "|---|---:|---|---:|---|---:|---:|---:|"]
+        for row in paired:
+            cpu, p99 = row["cpu_ratios"], row["p99_ratios"]
+            sys_us, client_us = row.get("sys_per_event_us"), row.get("client_cpu_per_event_us")
+            out.append(f"| {KINDS[row['server']].label} | {row['n']:,} | {' / '.join(f'{x:.2f}' for x in cpu)} "
+                       f"| **{statistics.median(cpu):.2f}** | {' / '.join(f'{x:.2f}' for x in p99)} "
+                       f"| **{statistics.median(p99):.2f}** "
+                       f"| {'-' if sys_us is None else f'{sys_us:.1f} µs'} "
+                       f"| {'-' if client_us is None else f'{client_us:.1f} µs'} |")
     if targeted:
         out += ["", "Targeted: one stream and one notification per user (latency from the server's send).", "",
                 "| server | users | connected | p50 | p99 | max | lost / dup / out of order | CPU per event |",

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import random
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from channels.consumer import AsyncConsumer
@@ -256,10 +256,6 @@ class Hub:
 
     def __init__(self) -> None:
         self.streams: set[Stream] = set()
-        #: ``tuple(self.streams)``, kept between events until a stream attaches or detaches:
-        #: a new 10,000-item snapshot per broadcast would be young garbage the collector
-        #: walks again and again while the broadcast's slices are written.
-        self._snapshot: tuple[Stream, ...] | None = None
         self._by_user: dict[int, set[Stream]] = collections.defaultdict(set)
         self._by_group: dict[int, set[Stream]] = collections.defaultdict(set)
         self.head = 0
@@ -346,7 +342,6 @@ class Hub:
         """
         stream = Stream(viewer, send)
         self.streams.add(stream)
-        self._snapshot = None
         if viewer.user_id is not None:
             self._by_user[viewer.user_id].add(stream)
         for group_id in viewer.group_ids:
@@ -356,7 +351,6 @@ class Hub:
 
     def detach(self, stream: Stream) -> None:
         self.streams.discard(stream)
-        self._snapshot = None
         viewer = stream.viewer
         if viewer.user_id is not None:
             _discard(self._by_user, viewer.user_id, stream)
@@ -401,11 +395,6 @@ class Hub:
         self._recent_bytes = 0
         self._recent_floor = self.head
 
-    def all_streams(self) -> tuple[Stream, ...]:
-        if self._snapshot is None:
-            self._snapshot = tuple(self.streams)
-        return self._snapshot
-
     def streams_of_user(self, user_id: int) -> int:
         return len(self._by_user.get(user_id, ()))
 
@@ -445,11 +434,8 @@ class Hub:
         ping = sse.encode_comment("ping")
         while True:
             await asyncio.sleep(app_settings.HEARTBEAT)
-            streams = self.all_streams()
-            for start in range(0, len(streams), FANOUT_SLICE):
-                if start:
-                    await asyncio.sleep(0)
-                for stream in streams[start : start + FANOUT_SLICE]:
+            async for streams in _slices(list(self.streams)):
+                for stream in streams:
                     if stream.live:
                         stream.write(ping)
 
@@ -502,7 +488,7 @@ class Hub:
         """Deliver one event to every local stream that may see it, ``FANOUT_SLICE`` at a time.
 
         ``head`` moves first: a stream that attaches while the slices are written replays this
-        id from the database (it is committed) and is not in the list being written.
+        id (from the hub's memory or the database) and is not in the list being written.
         """
         if self._fanning is None:
             self._fanning = asyncio.Lock()
@@ -514,18 +500,15 @@ class Hub:
             self._remember(message)
             self.stats["events"] += 1
             audience, target = message["audience"], message["target"]
-            streams: tuple[Stream, ...] | list[Stream]
             if audience == "everyone":
-                streams = self.all_streams()
+                streams = list(self.streams)
                 user_frame, anon_frame = message["user_frame"], message["anon_frame"]
             else:
                 streams = list((self._by_user if audience == "user" else self._by_group).get(target, ()))
                 user_frame = anon_frame = message["user_frame"]
             self.stats["deliveries"] += len(streams)
-            for start in range(0, len(streams), FANOUT_SLICE):
-                if start:
-                    await asyncio.sleep(0)
-                for stream in streams[start : start + FANOUT_SLICE]:
+            async for some in _slices(streams):
+                for stream in some:
                     stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame)
 
     def _schedule_catch_up(self) -> None:
@@ -561,6 +544,14 @@ class Hub:
                     return
         finally:
             self._catching_up = False
+
+
+async def _slices(streams: list[Stream]) -> AsyncIterator[list[Stream]]:
+    """``streams`` ``FANOUT_SLICE`` at a time, with one turn of the event loop between slices."""
+    for start in range(0, len(streams), FANOUT_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        yield streams[start : start + FANOUT_SLICE]
 
 
 def _frame_bytes(message: dict[str, Any]) -> int:

@@ -12,12 +12,14 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(VENV)/bin/python pyproject.toml
-	$(VENV)/bin/pip install -q -e .
+# The app (editable) plus what the demo project itself needs (project/requirements.txt).
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml project/requirements.txt
+	$(VENV)/bin/pip install -q -e . -r project/requirements.txt
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(VENV)/bin/pip install -q -e ".[test]"
+# tests/settings.py builds on project.settings, so the test install includes the demo's packages.
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml project/requirements.txt
+	$(VENV)/bin/pip install -q -e ".[test]" -r project/requirements.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,7 +27,7 @@ install-test: $(VENV)/.installed-test
 
 run: install
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py migrate --noinput
-	@DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py notifications_welcome --url http://$(HOST):$(PORT)/
+	@DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py welcome --url http://$(HOST):$(PORT)/
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-1} $(PY) manage.py runserver $(HOST):$(PORT)
 
 lint: install-test
@@ -48,10 +50,10 @@ soak: install-test
 # Benchmarks (docs/benchmarks.md): raw ASGI loop, this product and django-eventstream side by side
 # on 127.0.0.1. Quick profile (N=1,000) by default; BENCH_PROFILE=full for N=1,000/5,000/10,000.
 # Benchmark-only packages live in bench/.venv, never in .venv.
-bench/.venv/.installed: bench/requirements.txt pyproject.toml
+bench/.venv/.installed: bench/requirements.txt project/requirements.txt pyproject.toml
 	test -x bench/.venv/bin/python || $(PYTHON) -m venv bench/.venv
 	bench/.venv/bin/pip install -q --upgrade pip
-	bench/.venv/bin/pip install -q -e . -r bench/requirements.txt
+	bench/.venv/bin/pip install -q -e . -r project/requirements.txt -r bench/requirements.txt
 	touch $@
 
 bench: bench/.venv/.installed

@@ -7,6 +7,7 @@ from . import metrics, views
 app_name = "notifications"
 
 urlpatterns = [
+    path("", views.inbox, name="inbox"),
     path("api/", views.api_list, name="api-list"),
     path("api/read-all/", views.api_read_all, name="read-all"),
     path("api/<int:pk>/read/", views.api_read, name="read"),

@@ -30,7 +30,8 @@ def _payloads(viewer: Viewer, rows: Any) -> list[dict[str, Any]]:
 
 
 @require_GET
-def index(request: HttpRequest) -> HttpResponse:
+def inbox(request: HttpRequest) -> HttpResponse:
+    """The viewer's inbox page (``notifications:inbox``); its template extends ``notifications/base.html``."""
     viewer = _viewer(request)
     allowed = viewer.user_id is not None or app_settings.PUBLIC
     items: list[dict[str, Any]] = []
@@ -42,7 +43,7 @@ def index(request: HttpRequest) -> HttpResponse:
         items = _payloads(viewer, rows[:PAGE_SIZE])
     return render(
         request,
-        "notifications/index.html",
+        "notifications/inbox.html",
         {
             "items": items,
             "last_event_id": cursor,
@@ -152,11 +153,3 @@ def api_read_all(request: HttpRequest) -> HttpResponse:
     count = services.mark_read(viewer, None)
     return _read_response(request, {"read": "all", "unread_count": count})
 
-
-def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    """CSRF_FAILURE_VIEW: JSON for the API, Django's page elsewhere."""
-    if request.path.startswith("/notifications/api/"):
-        return _error(403, f"CSRF check failed: {reason}. Send the csrftoken cookie's value in X-CSRFToken.")
-    from django.views.csrf import csrf_failure as default
-
-    return default(request, reason)

@@ -35,6 +35,7 @@ ALLOWED_HOSTS = [
     host.strip() for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if host.strip()
 ]
 
+# Step 1 of "Add it to your project" (README): daphne first, channels and notifications.
 INSTALLED_APPS = [
     "daphne",  # runserver serves the ASGI app through daphne
     "django.contrib.admin",
@@ -45,6 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "notifications",
+    "project",  # the demo's own `manage.py welcome` (printed by `make run`)
 ]
 
 MIDDLEWARE = [
@@ -75,6 +77,7 @@ TEMPLATES = [
     },
 ]
 
+# Step 2: ASGI_APPLICATION here, CHANNEL_LAYERS below (in-memory, or channels-redis with REDIS_URL).
 ASGI_APPLICATION = "project.asgi.application"
 
 DATABASES = {
@@ -160,4 +163,4 @@ LOGGING = {
     "loggers": {"notifications": {"handlers": ["console"], "level": os.environ.get("NOTIFICATIONS_LOG_LEVEL", "INFO")}},
 }
 
-CSRF_FAILURE_VIEW = "notifications.views.csrf_failure"
+CSRF_FAILURE_VIEW = "project.views.csrf_failure"

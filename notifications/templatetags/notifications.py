@@ -117,12 +117,21 @@ def notifications_widget(
     if stream_allowed is None:
         stream_allowed = user is not None or app_settings.PUBLIC
     if items is None:
+        # The cursor is the page view's: the newest id of all, read before the list, so the
+        # stream sends whatever commits after it even when nothing visible was rendered.
+        if last_event_id is None:
+            last_event_id = Notification.objects.newest_id()
         items = []
         if stream_allowed:
-            rows = Notification.objects.visible_to(viewer).with_read(viewer).order_by("-id")[:limit]
+            rows = (
+                Notification.objects.visible_to(viewer).with_read(viewer)
+                .filter(id__lte=last_event_id).order_by("-id")[:limit]
+            )
             items = [row.payload(read=row.is_read if user else None) for row in rows]  # type: ignore[attr-defined]
     if last_event_id is None:
-        last_event_id = max((item["id"] for item in items), default=None)
+        # The view passed items but no cursor: resume after the newest rendered one (the stream
+        # replays anything newer that is visible), or from the newest id if it rendered none.
+        last_event_id = max((item["id"] for item in items), default=None) or Notification.objects.newest_id()
     if unread_count is None:
         unread_count = count_unread(viewer) if user and stream_allowed else 0
     client = _client(context, last_event_id=last_event_id, stream_url=stream_url, transport=transport)

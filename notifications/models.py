@@ -27,9 +27,9 @@ URL_MAX_LENGTH = 500
 #: The largest SSE frame one notice may encode to (UTF-8 bytes, with the longest id). With
 #: the limits above a notice stays under about 42 KB; this also bounds fields added later.
 FRAME_MAX_BYTES = 64 * 1024
-#: Room for the id in a frame measured before the row has one: the ``id:`` line and the
-#: JSON's ``"id"`` value each hold at most 19 digits more than the unsaved ``null``.
-_ID_ROOM = 2 * 19
+#: Room for the id in a frame measured before the row has one: an ``id: <19 digits>`` line and
+#: up to 19 digits in the JSON's ``"id"`` in place of ``null`` (generous by a few bytes).
+_ID_ROOM = len("id: \n") + 2 * 19
 
 
 class Level(models.TextChoices):

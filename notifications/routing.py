@@ -6,8 +6,10 @@ from channels.auth import AuthMiddlewareStack
 from django.urls import path
 
 from .consumers import NotificationStreamConsumer
+from .guard import StreamGuard
 
-#: Consumers don't run Django's middleware: the session and user come from AuthMiddlewareStack.
+#: Consumers don't run Django's middleware: the session and user come from AuthMiddlewareStack;
+#: StreamGuard does what Django would before it (ALLOWED_HOSTS, 405 without reading, a body cap).
 http_urlpatterns = [
-    path("notifications/stream/", AuthMiddlewareStack(NotificationStreamConsumer.as_asgi())),
+    path("notifications/stream/", StreamGuard(AuthMiddlewareStack(NotificationStreamConsumer.as_asgi()))),
 ]

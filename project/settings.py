@@ -162,6 +162,9 @@ LOGGING = {
 
 CSRF_FAILURE_VIEW = "notifications.views.csrf_failure"
 
+# Bearer token for /notifications/metrics (docs/security.md); unset → staff and direct loopback only.
+NOTIFICATIONS_METRICS_TOKEN = os.environ.get("NOTIFICATIONS_METRICS_TOKEN", "") or None
+
 # HTTPS deployments (docs/deployment.md, "HTTPS"): DJANGO_HTTPS=1 behind a proxy that ends TLS
 # and sets X-Forwarded-Proto itself (overwriting any the client sent). `check --deploy` is then
 # clean (with a real DJANGO_SECRET_KEY and DEBUG off). The redirect and HSTS come from Django's

@@ -11,6 +11,9 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from .conf import setting as _value
 
+#: Shortest metrics token that passes without a warning (``secrets.token_urlsafe(32)`` gives 43).
+METRICS_TOKEN_MIN_LENGTH = 32
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
@@ -73,6 +76,24 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             Error(
                 f"NOTIFICATIONS_MAX_STREAMS_PER_USER must be a positive integer, got {streams!r}.",
                 id="notifications.E007",
+            )
+        )
+    token = _value("NOTIFICATIONS_METRICS_TOKEN")
+    if token is not None and (not isinstance(token, str) or not token or token != token.strip()):
+        errors.append(
+            Error(
+                "NOTIFICATIONS_METRICS_TOKEN must be None or a non-empty string without surrounding "
+                f"white space, got a {type(token).__name__}.",
+                id="notifications.E020",
+            )
+        )
+    elif isinstance(token, str) and len(token) < METRICS_TOKEN_MIN_LENGTH:
+        errors.append(
+            Warning(
+                f"NOTIFICATIONS_METRICS_TOKEN is {len(token)} characters long; use at least "
+                f"{METRICS_TOKEN_MIN_LENGTH} random ones.",
+                hint='python -c "import secrets; print(secrets.token_urlsafe(32))"',
+                id="notifications.W020",
             )
         )
     if _is_number(heartbeat) and _is_number(max_age) and 0 < max_age < heartbeat:

@@ -14,6 +14,7 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_MAX_AGE": 3600,
     "NOTIFICATIONS_RETENTION_DAYS": 30,
     "NOTIFICATIONS_MAX_STREAMS_PER_USER": 20,
+    "NOTIFICATIONS_METRICS_TOKEN": None,
 }
 
 
@@ -57,6 +58,12 @@ class Settings:
     def MAX_STREAMS_PER_USER(self) -> int:
         """Open streams one signed-in user may hold in one process; one more gets 429."""
         return int(setting("NOTIFICATIONS_MAX_STREAMS_PER_USER"))
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        """Bearer token for ``/notifications/metrics``; set, it replaces the loopback allowance."""
+        value = setting("NOTIFICATIONS_METRICS_TOKEN")
+        return value if isinstance(value, str) and value else None
 
 
 app_settings = Settings()

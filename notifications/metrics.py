@@ -5,13 +5,16 @@ gauges that already live in ``Hub.stats``, read on demand, need no registry, no 
 classes and no multi-process directory; the product gains no dependency. Every value is per
 process (each daphne process answers for itself), so scrape each process, not the proxy.
 
-Only staff sessions and loopback clients may read it; everyone else gets ``403``. Must not
-import the consumer.
+Who may read it (``allowed()``; docs/security.md): a request with ``Authorization: Bearer
+<NOTIFICATIONS_METRICS_TOKEN>``, an active staff session, and — only while no token is set — a
+loopback client whose request carries no forwarding header. Everyone else gets ``403``.
+Must not import the consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -20,9 +23,13 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
 from . import fanout
+from .conf import app_settings
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+#: Headers a proxy adds (and a client can forge): their presence means the peer address is
+#: not the client's own, or was rewritten from a header (daphne ``--proxy-headers``, uvicorn).
+FORWARDING_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
 
 #: (name, type, help, Hub.stats key) for the hub's counters.
 COUNTERS = [
@@ -50,10 +57,23 @@ LABELLED = [
 
 
 def allowed(request: HttpRequest) -> bool:
-    """Staff sessions, and clients on the loopback interface (a scraper on the same host)."""
+    """The bearer token, an active staff session, or (no token set) a direct loopback scraper.
+
+    A server that takes the client address from ``X-Forwarded-For`` (daphne
+    ``--proxy-headers``, uvicorn's default from 127.0.0.1) lets anyone who reaches it claim
+    127.0.0.1, and a proxy on the same host makes everyone look local: so loopback counts only
+    without any forwarding header, and not at all once ``NOTIFICATIONS_METRICS_TOKEN`` is set.
+    """
+    token = app_settings.METRICS_TOKEN
+    if token:
+        scheme, _, given = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return True
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and user.is_active and user.is_staff:
         return True
+    if token or any(name in request.META for name in FORWARDING_HEADERS):
+        return False
     return request.META.get("REMOTE_ADDR", "") in LOOPBACK
 
 
@@ -61,7 +81,7 @@ def allowed(request: HttpRequest) -> bool:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not allowed(request):
         return HttpResponse(
-            "Metrics are for staff and for scrapers on this host.\n",
+            "Metrics need the bearer token (NOTIFICATIONS_METRICS_TOKEN) or a staff session.\n",
             status=403,
             content_type="text/plain; charset=utf-8",
         )

@@ -13,8 +13,23 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from .links import is_safe_link
+
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+
+#: Size limits of a notice (README "Limits", docs/security.md). The title and url limits are the
+#: columns' own; the body's is checked in ``clean()`` (a validator would need a migration).
+TITLE_MAX_LENGTH = 200
+BODY_MAX_LENGTH = 10_000
+URL_MAX_LENGTH = 500
+#: The largest SSE frame one notice may encode to (UTF-8 bytes, with the longest id). With
+#: the limits above a notice stays under about 42 KB; this also bounds fields added later.
+FRAME_MAX_BYTES = 64 * 1024
+#: Room for the id in a frame measured before the row has one: an ``id: <19 digits>`` line and
+#: up to 19 digits in the JSON's ``"id"`` in place of ``null`` (generous by a few bytes).
+_ID_ROOM = len("id: \n") + 2 * 19
 
 
 class Level(models.TextChoices):
@@ -101,13 +116,13 @@ class Notification(models.Model):
     """A notice. Its id is the SSE event id and follows commit order (see services.notify)."""
 
     id = models.BigAutoField(primary_key=True)
-    title = models.CharField(max_length=200)
+    title = models.CharField(max_length=TITLE_MAX_LENGTH)
     body = models.TextField(blank=True)
     level = models.CharField(max_length=10, choices=Level.choices, default=Level.INFO)
     url = models.CharField(
-        max_length=500,
+        max_length=URL_MAX_LENGTH,
         blank=True,
-        help_text="Optional link: an http(s) URL or a path starting with /.",
+        help_text="Optional link: an http(s) URL or a path starting with / (not //).",
     )
     recipient = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -152,7 +167,13 @@ class Notification(models.Model):
         return self.recipient_id if self.recipient_id is not None else self.group_id
 
     def clean(self) -> None:
+        """Every rule a notice's content obeys, whoever sends it (``send()`` runs ``full_clean()``).
+
+        Normalises the body's line endings to LF first (a browser's textarea submits CRLF).
+        """
         errors: dict[str, list[str]] = {}
+        if isinstance(self.body, str):
+            self.body = normalise_newlines(self.body)
         if self.recipient_id is not None and self.group_id is not None:
             errors.setdefault("__all__", []).append(
                 "A notification goes to one user or one group, not both."
@@ -160,14 +181,33 @@ class Notification(models.Model):
         if self.title and not self.title.strip():
             errors.setdefault("title", []).append("The title may not be only white space.")
         for field in ("title", "body"):
-            if _has_surrogates(getattr(self, field) or ""):
-                errors.setdefault(field, []).append("Text must be valid Unicode (no lone surrogates).")
-        if self.url and not (
-            self.url.startswith(("https://", "http://")) or (self.url.startswith("/") and not self.url.startswith("//"))
-        ):
-            errors.setdefault("url", []).append("The link must be an http(s) URL or a path starting with /.")
+            problem = text_problem(getattr(self, field) or "", allow="" if field == "title" else "\t\n")
+            if problem:
+                errors.setdefault(field, []).append(problem)
+        if len(self.body or "") > BODY_MAX_LENGTH:
+            errors.setdefault("body", []).append(
+                f"The body may be at most {BODY_MAX_LENGTH:,} characters long, got {len(self.body):,}."
+            )
+        if self.url and not is_safe_link(self.url):
+            errors.setdefault("url", []).append(
+                f"The link must be an http(s) URL with a host, or a path starting with / (not //), "
+                f"without backslashes, control characters or surrounding spaces; got {self.url!r}."
+            )
+        if not errors:
+            size = self.frame_size()
+            if size > FRAME_MAX_BYTES:
+                errors.setdefault("__all__", []).append(
+                    f"The notice encodes to {size:,} bytes; the most one event may take is {FRAME_MAX_BYTES:,}."
+                )
         if errors:
             raise ValidationError(errors)
+
+    def frame_size(self) -> int:
+        """Bytes of this notice's largest SSE frame, counting the longest id it could get."""
+        from .services import notification_frame  # services imports this module
+
+        frame = notification_frame(self, read=False)
+        return len(frame) + (_ID_ROOM if self.id is None else 0)
 
     def payload(self, *, read: bool | None) -> dict[str, Any]:
         """The JSON of a ``notification`` event (``read`` only for signed-in viewers)."""
@@ -185,8 +225,25 @@ class Notification(models.Model):
         return data
 
 
-def _has_surrogates(text: str) -> bool:
-    return any("\ud800" <= ch <= "\udfff" for ch in text)
+def normalise_newlines(text: str) -> str:
+    """CRLF and lone CR become LF (what a textarea submits, what a terminal pastes)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def text_problem(text: str, *, allow: str = "") -> str | None:
+    """Why ``text`` may not be stored, or None: a lone surrogate, or a control character
+    (Unicode category Cc: U+0000–U+001F, U+007F–U+009F) other than those in ``allow``.
+
+    PostgreSQL refuses NUL in text (``DataError``), SQLite stores it: checked here, so both
+    answer with the same ``ValidationError``.
+    """
+    for ch in text:
+        if "\ud800" <= ch <= "\udfff":
+            return "Text must be valid Unicode (no lone surrogates)."
+        if (ch < " " or "\x7f" <= ch <= "\x9f") and ch not in allow:
+            allowed = " (tab and newline are allowed)" if allow else ""
+            return f"Control characters are not allowed{allowed}; found U+{ord(ch):04X}."
+    return None
 
 
 class ReadMark(models.Model):

@@ -9,14 +9,17 @@ from channels.auth import AuthMiddlewareStack
 from django.urls import path
 
 from .consumers import NotificationStreamConsumer
+from .guard import StreamGuard
 
 #: Where ``with_streams`` serves the stream (the template tags' default ``stream_url``).
 STREAM_PATH = "/notifications/stream/"
 
-#: Consumers don't run Django's middleware: the session and user come from AuthMiddlewareStack.
-stream_app = AuthMiddlewareStack(NotificationStreamConsumer.as_asgi())
+#: Consumers don't run Django's middleware: the session and user come from AuthMiddlewareStack;
+#: StreamGuard does what Django would before it (ALLOWED_HOSTS, 405 without reading, a body cap).
+stream_app = StreamGuard(AuthMiddlewareStack(NotificationStreamConsumer.as_asgi()))
 
 #: For a project that routes by hand with Channels' ``URLRouter`` instead of ``with_streams``.
 http_urlpatterns = [
-    path(STREAM_PATH.lstrip("/"), stream_app),
+    # Channels' URLRouter takes ASGI apps here; django-stubs types path() for views only.
+    path(STREAM_PATH.lstrip("/"), stream_app),  # type: ignore[arg-type]
 ]

@@ -90,14 +90,19 @@ def notify(
         recipient=_resolve_user(recipient),
         group=_resolve_group(group),
     )
-    notification.full_clean()
     return send(notification)
 
 
 def send(notification: Notification) -> Notification:
-    """Store an unsaved, validated notification and publish it after commit (see ``notify``)."""
+    """Validate, store an unsaved notification and publish it after commit (see ``notify``).
+
+    Runs ``full_clean()`` (the link rule, text and size limits of ``Notification.clean()``)
+    whoever built the instance, so nothing reaches the table or a stream unchecked; raises
+    ``ValidationError`` with nothing stored.
+    """
     if notification.pk is not None:
         raise ValueError("send() stores new notifications; this one is saved already.")
+    notification.full_clean()
     with transaction.atomic():
         lock_sequence()
         notification.save(force_insert=True)

@@ -69,7 +69,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 @require_http_methods(["GET", "POST"])
 def api_list(request: HttpRequest) -> JsonResponse:
-    """GET: the caller's notifications, newest first. POST (staff): send one."""
+    """GET: the caller's notifications, newest first. POST (``add_notification``): send one."""
     if request.method == "POST":
         return _api_create(request)
     viewer = _viewer(request)
@@ -89,11 +89,25 @@ def api_list(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"results": results, "unread_count": services.unread_count(viewer)})
 
 
-def _api_create(request: HttpRequest) -> JsonResponse:
+def _forbidden_unless(request: HttpRequest, action: str) -> JsonResponse | None:
+    """``403`` JSON unless the user holds ``notifications.<action>_notification``, else None.
+
+    The admin's rule (model permissions, ``has_perm`` through the auth backends; superusers
+    hold them all, inactive users none), not ``is_staff``: ``add`` to send, ``change`` to
+    update, ``delete`` to retract.
+    """
+    permission = f"notifications.{action}_notification"
     if not request.user.is_authenticated:
-        return _error(403, "Sign in as staff to send notifications.")
-    if not request.user.is_staff:
-        return _error(403, "Only staff may send notifications.")
+        return _error(403, f"Sign in as a user with the {permission} permission.")
+    if not request.user.has_perm(permission):
+        return _error(403, f"You need the {permission} permission.")
+    return None
+
+
+def _api_create(request: HttpRequest) -> JsonResponse:
+    forbidden = _forbidden_unless(request, "add")
+    if forbidden is not None:
+        return forbidden
     try:
         data = json.loads(request.body or b"")
     except (ValueError, UnicodeDecodeError):

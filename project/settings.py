@@ -164,3 +164,20 @@ LOGGING = {
 }
 
 CSRF_FAILURE_VIEW = "project.views.csrf_failure"
+
+# Bearer token for /notifications/metrics (docs/security.md); unset → staff and direct loopback only.
+NOTIFICATIONS_METRICS_TOKEN = os.environ.get("NOTIFICATIONS_METRICS_TOKEN", "") or None
+
+# HTTPS deployments (docs/deployment.md, "HTTPS"): DJANGO_HTTPS=1 behind a proxy that ends TLS
+# and sets X-Forwarded-Proto itself (overwriting any the client sent). `check --deploy` is then
+# clean (with a real DJANGO_SECRET_KEY and DEBUG off). The redirect and HSTS come from Django's
+# SecurityMiddleware, which the stream (a Channels route) does not run: let the proxy redirect
+# plain HTTP for every path. Each value below can be turned back off by its own variable.
+if env_bool("DJANGO_HTTPS", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "") or 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)

@@ -6,13 +6,13 @@ Reads through the app's querysets and ``services.unread_count``; imports nothing
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from django import template
 from django.urls import NoReverseMatch, reverse
 
 from notifications.conf import app_settings
+from notifications.links import is_safe_link
 from notifications.models import Level, Notification, Viewer
 from notifications.services import unread_count as count_unread
 
@@ -25,7 +25,6 @@ PAGE_SIZE = 50
 TRANSPORTS = ("auto", "shared-worker", "leader", "direct")
 #: Reversed in place of an id, then swapped for ``{id}``: the client's read URL template.
 _ID_SENTINEL = 9081726354
-_SAFE_URL = re.compile(r"^(https?://|/(?!/))", re.IGNORECASE)
 
 
 def _reverse(name: str, *args: Any) -> str:
@@ -75,9 +74,19 @@ def _item(payload: dict[str, Any], read_url: str) -> dict[str, Any]:
         except ValueError:
             item["created"] = None
     item["level"] = payload.get("level") if payload.get("level") in Level.values else Level.INFO
-    item["url"] = payload.get("url") if _SAFE_URL.match(payload.get("url") or "") else ""
+    item["url"] = safe_link(payload.get("url"))
     item["read_url"] = read_url.replace("{id}", str(payload["id"])) if read_url else ""
     return item
+
+
+@register.filter
+def safe_link(url: Any) -> str:
+    """``url`` if it passes the link rule (``notifications.links``), else "" (render no link).
+
+    Applied where a link is rendered, so a notice stored before the rule existed, or by a raw
+    SQL write, still cannot send a reader elsewhere.
+    """
+    return url if isinstance(url, str) and is_safe_link(url) else ""
 
 
 @register.inclusion_tag("notifications/_script.html", takes_context=True)

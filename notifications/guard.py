@@ -1,0 +1,132 @@
+"""StreamGuard: an ASGI wrapper that answers what the stream must refuse before anything runs.
+
+Channels consumers run no Django middleware, so the stream would otherwise skip what Django
+does for every view: ``Host`` against ``ALLOWED_HOSTS`` (``400``). The guard also answers
+non-GET methods with ``405`` without reading the request body, and reads a GET's body only
+up to ``BODY_LIMIT`` bytes, counting and dropping it (``413`` beyond), so the consumer never
+buffers a body. It runs before ``AuthMiddlewareStack``: a refused request costs no session
+query. Imports nothing from the consumer or the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+from django.conf import settings
+from django.http.request import split_domain_port, validate_host
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Most request-body bytes a GET to the stream may carry (EventSource sends none).
+BODY_LIMIT = 1024
+
+#: Django's own logger for refused hosts, so one logging rule covers views and the stream.
+host_logger = logging.getLogger("django.security.DisallowedHost")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """A request header as Django's ``ASGIRequest`` reads it: latin-1, repeats joined by ``,``."""
+    values = [value.decode("latin1") for key, value in scope.get("headers", []) if key.lower() == name]
+    return ",".join(values) if values else None
+
+
+def raw_host(scope: Scope) -> str:
+    """The host the request names, picked as ``HttpRequest._get_raw_host()`` picks it."""
+    forwarded = _header(scope, b"x-forwarded-host") if settings.USE_X_FORWARDED_HOST else None
+    if forwarded is not None:
+        return forwarded
+    host = _header(scope, b"host")
+    if host is not None:
+        return host
+    server = scope.get("server")
+    name, port = (server[0], str(server[1])) if server else ("unknown", "0")
+    secure = scope.get("scheme") == "https"
+    return name if port == ("443" if secure else "80") else f"{name}:{port}"
+
+
+def host_problem(scope: Scope) -> str | None:
+    """Why this request's host is refused (Django's ``get_host()`` rule and wording), or None.
+
+    With ``DEBUG`` on and ``ALLOWED_HOSTS`` empty, localhost variants pass, as in Django.
+    """
+    host = raw_host(scope)
+    allowed_hosts: Iterable[str] = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed_hosts:
+        allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _port = split_domain_port(host)
+    if domain and validate_host(domain, allowed_hosts):
+        return None
+    message = f"Invalid HTTP_HOST header: {host!r}."
+    if domain:
+        return message + f" You may need to add {domain!r} to ALLOWED_HOSTS."
+    return message + " The domain name provided is not valid according to RFC 1034/1035."
+
+
+async def plain(send: Send, status: int, text: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = (text + "\n").encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()), *headers],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+class StreamGuard:
+    """Wrap the stream's ASGI app: ``StreamGuard(AuthMiddlewareStack(Consumer.as_asgi()))``.
+
+    For ``http`` scopes, in order: a host outside ``ALLOWED_HOSTS`` → ``400``; a method other
+    than GET → ``405`` with ``Allow: GET``, the body left unread; a body over ``body_limit`` →
+    ``413``, read no further. Otherwise the inner app sees one empty ``http.request`` message
+    and then the real ``receive`` (for ``http.disconnect``). Other scopes pass unchanged.
+    """
+
+    def __init__(self, app: ASGIApp, *, body_limit: int = BODY_LIMIT) -> None:
+        self.app = app
+        self.body_limit = body_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problem = host_problem(scope)
+        if problem is not None:
+            host_logger.warning(problem)
+            await plain(send, 400, problem)
+            return
+        if scope["method"] != "GET":
+            await plain(send, 405, "Method not allowed: the stream takes GET.", [(b"allow", b"GET")])
+            return
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # gone before the request ended: nothing to answer
+            received += len(message.get("body", b""))
+            if received > self.body_limit:
+                await plain(send, 413, f"A request to the stream may carry at most {self.body_limit} body bytes.")
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _after_empty_body(receive), send)
+
+
+def _after_empty_body(receive: Receive) -> Receive:
+    """``receive`` that first says "an empty body, complete", then passes the real one on."""
+    pending = True
+
+    async def inner() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return await receive()
+
+    return inner

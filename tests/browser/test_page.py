@@ -380,7 +380,7 @@ async def test_live_items_have_the_markup_the_server_renders(server, browser, pa
 
 
 @pytest.mark.parametrize("sharing", ["direct", "leader"])
-async def test_read_marks_do_not_change_notifications_already_dispatched(server, browser, open_page, page_errors, sharing):
+async def test_read_marks_do_not_change_notifications_already_dispatched(server, browser, page_errors, sharing):
     """Bug: the owner set ``read`` on the very objects it had dispatched as event details."""
     context = await browser.new_context()
     await context.add_init_script(NO_SHARING if sharing == "direct" else NO_SHARED_WORKER)

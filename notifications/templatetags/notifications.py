@@ -25,6 +25,13 @@ PAGE_SIZE = 50
 TRANSPORTS = ("auto", "shared-worker", "leader", "direct")
 #: Reversed in place of an id, then swapped for ``{id}``: the client's read URL template.
 _ID_SENTINEL = 9081726354
+#: The placeholder item rendered into the widget's ``<template data-n-item-template>``: every part
+#: of ``_item.html`` present, so the client clones that markup instead of re-implementing it
+#: (widget.js fills it; ``{title}`` is its slot for the title in attributes).
+ITEM_TEMPLATE = {
+    "id": 0, "title": "{title}", "body": "-", "level": "info", "url": "/",
+    "created_at": "1970-01-01T00:00:00Z", "read": False,
+}
 
 
 def _reverse(name: str, *args: Any) -> str:
@@ -150,4 +157,5 @@ def notifications_widget(
         "unread_count": unread_count,
         "stream_allowed": stream_allowed,
         "heading_tag": f"h{min(max(int(heading_level), 1), 6)}",
+        "item_template": _item(ITEM_TEMPLATE, client["read_url"]),
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import time
@@ -337,3 +338,67 @@ async def _pk(admin: Admin, model: str, name: str) -> str:
     found = re.findall(rf"/admin/{model}/(\d+)/change/", page.text)
     assert found
     return found[0]
+
+
+#: Removes SharedWorker and BroadcastChannel: each tab holds its own stream (direct).
+NO_SHARING = "delete window.SharedWorker; delete window.BroadcastChannel;"
+
+
+async def _item_html(page, title: str) -> str:
+    """One item's markup, the CSRF token's value and the whitespace between tags normalised."""
+    html = await page.locator(".n-item", has_text=title).evaluate("li => li.outerHTML")
+    html = re.sub(r'name="csrfmiddlewaretoken" value="[^"]*"', 'name="csrfmiddlewaretoken" value=""', html)
+    return re.sub(r">\s+<", "><", html)
+
+
+async def test_live_items_have_the_markup_the_server_renders(server, browser, page_errors):
+    """The client clones _item.html's <template>: a live item equals the same item after a reload."""
+    context = await new_context(browser)
+    page = await context.new_page()
+    await sign_in(page, server, "alice", "pw-alice-123")
+    await wait_state(page, "connected")
+    full = ("parity: every part", {"body": "a body <b>", "url": "/status?x=1", "level": "warning"})
+    bare = ("parity: title only", {"level": "error"})
+    unsafe = ("parity: unsafe link", {"url": "javascript:alert(1)"})
+    async with Admin(server) as admin:
+        for title, fields in (full, bare):
+            await admin.send(title, **fields)
+    await page.evaluate(  # a stored URL the link rule refuses, as the API could hand it out
+        "n => document.dispatchEvent(new CustomEvent('notifications:notification', {detail: n}))",
+        {"id": 10**9, "title": unsafe[0], "body": "", "level": "info", "url": unsafe[1]["url"],
+         "created_at": "2024-01-01T00:00:00Z", "read": False},
+    )
+    await wait_titles(page, [full[0], bare[0], unsafe[0]])
+    live = [await _item_html(page, title) for title in (full[0], bare[0])]
+    assert 'class="n-url" href="/status?x=1"' in live[0] and "a body &lt;b&gt;" in live[0]
+    assert "n-body" not in live[1] and "n-url" not in live[1]
+    assert await page.locator(".n-item", has_text=unsafe[0]).locator("a").count() == 0
+    await page.reload()
+    await wait_state(page, "connected")
+    assert [await _item_html(page, title) for title in (full[0], bare[0])] == live
+    assert page_errors == []
+
+
+@pytest.mark.parametrize("sharing", ["direct", "leader"])
+async def test_read_marks_do_not_change_notifications_already_dispatched(server, browser, page_errors, sharing):
+    """Bug: the owner set ``read`` on the very objects it had dispatched as event details."""
+    context = await browser.new_context()
+    await context.add_init_script(NO_SHARING if sharing == "direct" else NO_SHARED_WORKER)
+    await context.add_init_script(
+        "window.__got = []; window.__reads = 0;"
+        "document.addEventListener('notifications:notification', e => window.__got.push(e.detail));"
+        "document.addEventListener('notifications:read', () => { window.__reads += 1; });"
+    )
+    page = await context.new_page()
+    await sign_in(page, server, "alice", "pw-alice-123")
+    await wait_state(page, "connected")
+    assert await transport_of(page) == sharing
+    title = f"dispatched once ({sharing})"
+    async with Admin(server) as admin:
+        await admin.send(title)
+    await wait_titles(page, [title])
+    await page.locator(".n-item", has_text=title).locator(".n-read-button").click()
+    await page.wait_for_function("window.__reads >= 2")  # the API's answer, then the stream's `read`
+    got = await page.evaluate(f"window.__got.filter(n => n.title === {title!r}).map(n => n.read)")
+    assert got == [False]
+    assert page_errors == []

@@ -26,7 +26,7 @@ def test_signed_in_page_has_badge_forms_and_a_configured_script(alice):
     read = Notification.objects.create(title="old news")
     unread = Notification.objects.create(title="fresh", level="error")
     ReadMark.objects.create(user=alice, notification=read)
-    html = page(alice)
+    html, item_template = without_item_template(page(alice))
     assert 'class="n-badge" role="status" data-count="1" aria-label="1 unread notification"' in html
     assert f'<li class="n-item level-error unread" data-id="{unread.id}" tabindex="-1">' in html
     assert f'<li class="n-item level-info" data-id="{read.id}" tabindex="-1">' in html
@@ -40,13 +40,27 @@ def test_signed_in_page_has_badge_forms_and_a_configured_script(alice):
     assert 'data-read-url="/notifications/api/{id}/read/"' in script
     assert 'data-stream-url="/notifications/stream/"' in script
     assert 'aria-live="polite"' in html and "<noscript>" in html
+    assert script.startswith('<script type="module" src="/static/notifications/notifications.js"')
+    assert 'data-worker-url="/static/notifications/worker.js"' in script
+    # The client clones this rendering of _item.html: every part present, the title a slot.
+    assert '<li class="n-item level-info unread" data-id="0" tabindex="-1">' in item_template
+    for part in ('class="n-title">{title}</strong>', "<time datetime=", 'class="n-body"', 'class="n-url" href="/"',
+                 'action="/notifications/api/0/read/"', 'aria-label="Mark “{title}” as read"'):
+        assert part in item_template, part
+
+
+def without_item_template(html: str) -> tuple[str, str]:
+    """The page without the widget's ``<template data-n-item-template>``, and that template."""
+    match = re.search(r"<template data-n-item-template>(.*?)</template>", html, re.DOTALL)
+    assert match, "no item template in the widget"
+    return html[: match.start()] + html[match.end() :], match.group(1)
 
 
 def test_anonymous_page_has_no_badge_and_no_read_forms():
     Notification.objects.create(title="for all")
-    html = page()
+    html, item_template = without_item_template(page())
     assert "for all" in html
-    assert "n-badge" not in html and 'class="n-read' not in html
+    assert "n-badge" not in html and 'class="n-read' not in html + item_template
     assert 'data-user=""' in html and "data-read-url" not in html
 
 

@@ -50,7 +50,9 @@ const LINK_CASES = [
   [" /a", false],
   ["/a ", false],
   [" https://example.com", false],
-  ["https://example.com\u00a0", false],
+  ["https://example.com\u00a0", true], // only ASCII space counts as an edge (notifications/links.py)
+  [" /ok", false],
+  ["/ok ", false],
   ["\u3000/a", false],
   ["/a b", true],
   ["/é", true],

@@ -111,19 +111,19 @@ export function parseReset(text) {
 }
 
 // The link rule (issue 12), the same as the server's: a URL is safe iff it has no ASCII control
-// character and no backslash, no leading or trailing whitespace, and is either http(s):// with a
+// character and no backslash, no leading or trailing space, and is either http(s):// with a
 // non-empty host or a path starting with one "/" (a browser resolves "//x", "/\x", "/<TAB>/x" to
 // another site).
 const CONTROL_OR_BACKSLASH = /[\u0000-\u001f\u007f\\]/;
-// Python's str.strip() whitespace (str.isspace), so both sides agree on the edges.
-const EDGE_SPACE = /^[\s\u0085\u001c-\u001f]|[\s\u0085\u001c-\u001f]$/u;
+// A leading or trailing ASCII space, as in notifications/links.py.
+const EDGE_SPACE = /^ | $/; // the other characters URL parsers trim are controls, refused above
 const ABSOLUTE = /^https?:\/\/([^/?#]*)/i;
 
 /** The URL if the client may render it as a link, else null. */
 export function safeUrl(url) {
   if (typeof url !== "string" || url === "") return null;
   if (CONTROL_OR_BACKSLASH.test(url)) return null;
-  if (EDGE_SPACE.test(url.replace(/\ufeff/g, "x"))) return null; // U+FEFF is not space in Python
+  if (EDGE_SPACE.test(url)) return null;
   const absolute = ABSOLUTE.exec(url);
   if (absolute) {
     const host = absolute[1].slice(absolute[1].lastIndexOf("@") + 1).replace(/:\d*$/, "");

@@ -51,7 +51,7 @@ class StreamsRouter:
 
         self.app = app
         self.stream_path = STREAM_PATH
-        self.stream_app: ASGIApp = stream_app
+        self.stream_app: ASGIApp = stream_app  # type: ignore[assignment]  # asgiref's Scope vs a dict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._is_stream(scope):

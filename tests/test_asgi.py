@@ -37,7 +37,8 @@ class Recorder:
 
 
 def http_scope(path: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "http", "method": "GET", "path": path, "headers": [], "query_string": b"", **extra}
+    headers = [(b"host", b"localhost")]
+    return {"type": "http", "method": "GET", "path": path, "headers": headers, "query_string": b"", **extra}
 
 
 async def call(app, scope) -> list[dict[str, Any]]:
@@ -116,7 +117,7 @@ async def test_the_stream_path_goes_to_the_stream_consumer_not_the_app(scope, fr
     app = Recorder()
     sent = await call(with_streams(app), scope)
     assert app.scopes == []
-    assert sent[0]["status"] == 405  # the stream consumer's answer to anything but GET
+    assert sent[0]["status"] == 405  # the stream route's answer to anything but GET
 
 
 async def test_lifespan_of_an_app_without_lifespan_is_answered_and_the_hub_leaves(leaves):

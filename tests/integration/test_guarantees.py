@@ -28,9 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from soak.client import Event, RawStream, metrics, read_until, session_cookie
-
-from .servers import SERVERS, Server, manage, project_env
+from tests.support.raw import Event, RawStream, metrics, read_until, session_cookie
+from tests.support.servers import SERVERS, Server, manage, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from notifications.fanout import FANOUT_SLICE, Hub
+
 from notifications.models import Viewer
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 from asgiref.sync import sync_to_async
-from notifications.hub import get_hub
 
+from notifications.hub import get_hub
 from notifications.services import notify
 from tests.support import eventually
 from tests.support.consumer import ConsumerStream
@@ -392,3 +391,27 @@ async def test_a_cursor_older_than_the_hubs_memory_replays_from_the_database(mon
     assert get_hub().stats["replays_from_memory"] == 1 and get_hub().stats["replays"] == 2
     for stream in (old, recent):
         await stream.close()
+
+
+async def test_a_cursor_below_the_pruning_horizon_gets_reset_expired_from_memory_too():
+    """SPEC §6/§10: prune_notifications, then a reconnect the hub's memory still covers → reset."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from notifications.management.commands.prune_notifications import prune
+    from notifications.models import Notification
+
+    await get_hub().start()
+    sent = [await anotify(f"n{i}") for i in range(3)]
+    await settle("memory", *sent)
+    old = timezone.now() - dt.timedelta(days=40)
+    await sync_to_async(Notification.objects.filter(id__lte=sent[1].id).update)(created_at=old)
+    deleted, horizon = await sync_to_async(prune)(30)
+    assert (deleted, horizon) == (2, sent[1].id)
+    stream = await ConsumerStream(headers=[(b"last-event-id", str(sent[0].id).encode())]).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == []
+    assert json.loads(stream.of_type("reset")[0].data) == {"reason": "expired", "cursor": sent[2].id}
+    assert get_hub().stats["replays_from_memory"] == 1 and get_hub().stats["resets_expired"] == 1
+    await stream.close()

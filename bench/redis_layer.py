@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.integration.pg_redis import PostgresCluster, RedisServer
-from tests.integration.servers import ROOT, Daphne, manage, project_env
+from tests.support.pg_redis import PostgresCluster, RedisServer
+from tests.support.servers import ROOT, Daphne, manage, project_env
 
 TICK = os.sysconf("SC_CLK_TCK")
 

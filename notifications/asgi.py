@@ -83,7 +83,7 @@ class StreamsRouter:
             if message["type"].startswith("lifespan.startup."):
                 answered_startup = True
             elif message["type"].startswith("lifespan.shutdown."):
-                await servers._leave_channel_layer()
+                await servers.leave_channel_layer()
                 shut_down = True
             await send(message)
 
@@ -94,7 +94,7 @@ class StreamsRouter:
                 # The app speaks lifespan and failed in it: report that unchanged, but still
                 # leave the layer if the failure came at shutdown.
                 if received[-1] == "lifespan.shutdown" and not shut_down:
-                    await servers._leave_channel_layer()
+                    await servers.leave_channel_layer()
                 raise
             logger.info("The ASGI app does not handle lifespan; with_streams answers it for the notification hub.")
             await servers.lifespan(scope, receive, send)

@@ -1,4 +1,5 @@
-"""The stream: parse → authorise → subscribe → replay → hello → live. Thin; the hub does fan-out.
+"""The stream endpoint: parse → authorise → attach → replay → hello → live. Thin; the hub fans out,
+the ``Stream`` writes every byte, ``replay`` answers a ``Last-Event-ID``.
 
 Channels stops an ``AsyncHttpConsumer`` as soon as ``handle()`` returns, and dispatches one
 message at a time, so a loop inside ``handle()`` would never see ``http.disconnect``. This
@@ -17,11 +18,12 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
-from . import sse
+from . import replay, sse
 from .conf import app_settings
-from .fanout import Stream, get_hub
-from .models import Notification, StreamState, Viewer
-from .services import dumps, notification_frame
+from .events import hello_frame
+from .hub import get_hub
+from .models import Viewer
+from .stream import Stream
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +36,6 @@ STREAM_HEADERS = [
 
 class NotificationStreamConsumer(AsyncHttpConsumer):
     """``GET /notifications/stream/``: Server-Sent Events of the viewer's notifications."""
-
-    # No channel-layer channel per stream: the hub holds one per process.
-    channel_layer_alias = "__notifications_no_layer__"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -107,31 +106,22 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
             await self._plain(503, "Notifications are unavailable right now.", [(b"Retry-After", b"5")])
             return
 
-        await self.send_headers(status=200, headers=STREAM_HEADERS)
-        await self.send_body(sse.encode_retry(app_settings.RETRY_MS), more_body=True)
-        # Subscribed before the replay query: whatever commits meanwhile is either in the
-        # replay or arrives live, and go_live() drops what the replay already sent.
-        self.stream, cursor = hub.attach(viewer, self.send)
+        stream = self.stream = hub.new_stream(viewer, self.send)
+        await stream.open(STREAM_HEADERS, app_settings.RETRY_MS)
+        # Subscribed before the replay query, and the memory window read in the same step:
+        # whatever commits meanwhile is either in the replay or arrives live, and go_live()
+        # drops what the replay already sent.
+        cursor, recent = hub.attach(stream, last_event_id)
+        frames = b""
         if last_event_id is not None:
-            limit = app_settings.REPLAY_LIMIT
-            recent = hub.recent_after(viewer, last_event_id)  # no await since attach: ends at cursor
-            if recent is not None:
-                frames, replayed_through, reset = await _replay_recent(viewer, recent, cursor, limit)
-                hub.stats["replays_from_memory"] += 1
-            else:
-                frames, replayed_through, reset = await _replay(viewer, last_event_id, cursor, limit)
-            hub.stats["replays"] += 1
-            if reset is not None:
-                hub.stats[f"resets_{reset}"] += 1
-            if self.stream.closed:  # ended while replaying (shutdown, fell behind): its response is over
-                return
-            if frames:  # one write, however many frames (a reconnect storm is thousands of these)
-                await self.send_body(b"".join(frames), more_body=True)
-            cursor = max(cursor, replayed_through)
-        hello = dumps({"user": viewer.username, "cursor": cursor})
-        await self.send_body(sse.encode_event(hello, event="hello", id=cursor), more_body=True)
-        self.stream.go_live(cursor)
-        hub.expire_later(self.stream, app_settings.MAX_AGE)
+            answer = await replay.replay(viewer, last_event_id, cursor, app_settings.REPLAY_LIMIT, recent)
+            hub.count("replays")
+            hub.count(f"replays_from_{answer.source}")
+            if answer.reset is not None:
+                hub.count(f"resets_{answer.reset}")
+            frames, cursor = answer.body, answer.through
+        stream.go_live(frames + hello_frame(viewer.username, cursor), cursor)
+        stream.expire_after(app_settings.MAX_AGE)
 
     def _last_event_id(self) -> int | None:
         """The ``Last-Event-ID`` header wins over ``?last_event_id=`` (SPEC §6)."""
@@ -161,59 +151,3 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
 @database_sync_to_async
 def _viewer(user: Any) -> Viewer:
     return Viewer.of(user)
-
-
-@database_sync_to_async
-def _replay(viewer: Viewer, after: int, cursor: int, limit: int) -> tuple[list[bytes], int, str | None]:
-    """Frames for what the viewer missed after ``after``, or one ``reset`` frame.
-
-    Reads past the hub's ``cursor`` too (rows the hub has not handed out yet): ids follow
-    commit order, so the newest row read bounds a range that is complete. Returns the frames
-    and the id up to which the stream is then complete. One indexed query for the rows (read
-    state included) and one for the pruning horizon, however many rows.
-    """
-    rows = list(
-        Notification.objects.visible_to(viewer).with_read(viewer).filter(id__gt=after).order_by("id")[: limit + 1]
-    )
-    # The horizon is read after the rows: prune_notifications raises it before it deletes
-    # anything, so if the rows query missed a pruned row, this read sees the new horizon.
-    pruned_through = StreamState.horizon()
-    if after < pruned_through:
-        return [_reset("expired", cursor)], cursor, "expired"
-    if len(rows) > limit:
-        return [_reset("too_many", cursor)], cursor, "too_many"
-    signed_in = viewer.user_id is not None
-    frames = [notification_frame(row, read=getattr(row, "is_read", False) if signed_in else None) for row in rows]
-    return frames, (rows[-1].id if rows else cursor), None
-
-
-async def _replay_recent(
-    viewer: Viewer, events: list[dict[str, Any]], cursor: int, limit: int
-) -> tuple[list[bytes], int, str | None]:
-    """Frames for missed events the hub still holds (``Hub.recent_after``), already encoded.
-
-    One query, and none when nothing was missed: which of them still exist (an admin may
-    have deleted one; pruning deletes old ones) and, for a signed-in viewer, which they have
-    read since. Complete up to ``cursor``, the hub's head when the stream attached.
-    """
-    if len(events) > limit:
-        return [_reset("too_many", cursor)], cursor, "too_many"
-    if not events:
-        return [], cursor, None
-    read = await _still_there(viewer, [event["id"] for event in events])
-    if viewer.user_id is None:
-        frames = [event["anon_frame"] for event in events if event["id"] in read]
-    else:
-        frames = [event["read_frame" if read[event["id"]] else "user_frame"] for event in events if event["id"] in read]
-    return frames, cursor, None
-
-
-@database_sync_to_async
-def _still_there(viewer: Viewer, ids: list[int]) -> dict[int, bool]:
-    """``{id: read by viewer}`` for those of ``ids`` that still exist."""
-    rows = Notification.objects.filter(id__in=ids).with_read(viewer).values_list("id", "is_read")  # type: ignore[misc]
-    return dict(rows)
-
-
-def _reset(reason: str, cursor: int) -> bytes:
-    return sse.encode_event(dumps({"reason": reason, "cursor": cursor}), event="reset", id=cursor)

@@ -1,9 +1,10 @@
 """GET /notifications/metrics: this process's stream counters in the Prometheus text format.
 
 Written by hand (format 0.0.4) rather than with ``prometheus_client``: a dozen counters and
-gauges that already live in ``Hub.stats``, read on demand, need no registry, no collector
-classes and no multi-process directory; the product gains no dependency. Every value is per
-process (each daphne process answers for itself), so scrape each process, not the proxy.
+gauges that the hub's public ``Hub.snapshot()`` gives, read on demand on the hub's event loop,
+need no registry, no collector classes and no multi-process directory; the product gains no
+dependency. Every value is per process (each daphne process answers for itself), so scrape
+each process, not the proxy.
 
 Who may read it (``allowed()``; docs/security.md): a request with ``Authorization: Bearer
 <NOTIFICATIONS_METRICS_TOKEN>``, an active staff session, and — only while no token is set — a
@@ -13,17 +14,18 @@ Must not import the consumer.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import os
 from collections.abc import Iterable
+from dataclasses import asdict
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
-from . import fanout
 from .conf import app_settings
+from .hub import Snapshot, current_hub
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LOOPBACK = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
@@ -45,7 +47,16 @@ COUNTERS = [
     ("notifications_duplicates_dropped_total", "Events received again and dropped.", "duplicates_dropped"),
     ("notifications_tail_repairs_total", "Periodic newest-id checks that found a missing event.", "tail_repairs"),
     ("notifications_layer_errors_total", "Failed channel-layer receives (re-joined, then caught up).", "layer_errors"),
+    ("notifications_bad_messages_total", "Channel-layer messages that could not be read or handled (logged).",
+     "bad_messages"),
+    ("notifications_held_dropped_total", "Out-of-order hints dropped past the hold limit (read from the database).",
+     "held_dropped"),
+    ("notifications_catch_up_errors_total", "Failed catch-up reads (retried with backoff).", "catch_up_errors"),
+    ("notifications_task_failures_total", "Hub background tasks that ended with an exception (logged).",
+     "task_failures"),
 ]
+#: ``servers.Capabilities`` flags, exported as ``notifications_capability{name="..."}`` 0 or 1.
+CAPABILITIES = ("slow_client_cutoff", "abort", "shutdown_hook")
 #: Hub.stats keys ``<prefix><reason>`` exported as one counter with a ``reason`` label (the
 #: reasons listed are always exported, at 0 until they happen).
 LABELLED = [
@@ -91,29 +102,27 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 
 
 def collect() -> dict[str, Any]:
-    """A snapshot of every hub in this process (one per event loop; one under daphne).
+    """This process's numbers: the hub's ``snapshot()``, taken on its event loop, plus the layer and RSS.
 
-    Runs in a worker thread while the hub runs on its loop: only copies and ``len()`` calls,
-    which the GIL makes atomic; a dict that changes size while it is copied is copied again.
+    Called from Django's worker thread, it hops to the server's event loop (``async_to_sync``
+    runs the coroutine there when the thread came from ``sync_to_async``), so nothing reads
+    the hub's state from another thread.
     """
-    stats: dict[str, int] = {}
-    gauges = dict.fromkeys(
-        ("streams", "replaying", "users", "groups", "held", "head", "hubs", "tasks"), 0
-    )
-    for loop, hub in _retry(lambda: list(fanout._hubs.items())):
-        gauges["hubs"] += 1
-        for key, value in _retry(lambda hub=hub: list(dict(hub.stats).items())):
-            stats[key] = stats.get(key, 0) + value
-        streams = _retry(lambda hub=hub: list(hub.streams))
-        gauges["streams"] += len(streams)
-        gauges["replaying"] += sum(1 for stream in streams if not stream.live)
-        gauges["users"] += len(hub._by_user)
-        gauges["groups"] += len(hub._by_group)
-        gauges["held"] += len(hub._held)
-        gauges["head"] = max(gauges["head"], hub.head)
-        if not loop.is_closed():
-            gauges["tasks"] += len(asyncio.all_tasks(loop))  # retries concurrent changes itself
-    return {"stats": stats, "gauges": gauges, "layer": _layer_counts(), "rss": _rss_bytes()}
+    return async_to_sync(_collect_on_loop)()
+
+
+async def _collect_on_loop() -> dict[str, Any]:
+    hub = current_hub()
+    snapshot = hub.snapshot() if hub is not None else Snapshot()
+    gauges = {key: value for key, value in asdict(snapshot).items() if isinstance(value, int)}
+    gauges["hubs"] = int(hub is not None)
+    return {
+        "stats": dict(snapshot.stats),
+        "gauges": gauges,
+        "capabilities": dict(snapshot.capabilities),
+        "layer": _layer_counts(),
+        "rss": _rss_bytes(),
+    }
 
 
 def render(snapshot: dict[str, Any]) -> str:
@@ -143,6 +152,10 @@ def render(snapshot: dict[str, Any]) -> str:
         counts = dict.fromkeys(reasons, 0)
         counts.update((key[len(prefix):], value) for key, value in stats.items() if key.startswith(prefix))
         metric(name, "counter", help, [(f'{{reason="{reason}"}}', counts[reason]) for reason in sorted(counts)])
+    capabilities = snapshot.get("capabilities", {})
+    metric("notifications_capability", "gauge",
+           "What the server lets streams do (1) or not (0), probed once at the first stream.",
+           [(f'{{name="{name}"}}', int(capabilities[name])) for name in CAPABILITIES if name in capabilities])
     if layer is not None:
         metric("notifications_layer_channels", "gauge", "Channels in the in-memory channel layer.",
                [("", layer["channels"])])
@@ -163,8 +176,7 @@ def _layer_counts() -> dict[str, int] | None:
     layer = channel_layers.backends.get("default")
     if not isinstance(layer, InMemoryChannelLayer):
         return None
-    members = _retry(lambda: [len(m) for m in list(layer.groups.values())])
-    return {"channels": len(layer.channels), "members": sum(members)}
+    return {"channels": len(layer.channels), "members": sum(len(m) for m in layer.groups.values())}
 
 
 def _rss_bytes() -> int | None:
@@ -173,13 +185,3 @@ def _rss_bytes() -> int | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _retry(read: Any, attempts: int = 20) -> Any:
-    """Run a read of loop-owned state from another thread; retry if it changed under us."""
-    for _ in range(attempts - 1):
-        try:
-            return read()
-        except RuntimeError:  # "changed size during iteration"
-            continue
-    return read()

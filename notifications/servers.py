@@ -5,7 +5,9 @@ still open, nor how many bytes a client has left unread. Both matter to long-liv
 this module finds them out per server (daphne, uvicorn) and answers "unknown" anywhere else.
 It also holds the ASGI ``lifespan`` handler that servers sending lifespan events (uvicorn)
 get through ``project/asgi.py``. It imports no server package: it looks only at what the
-running server has already loaded.
+running server has already loaded. It imports nothing from this app either: the hub registers
+its ``stop`` for the lifespan shutdown (``on_lifespan_shutdown``), and ``probe`` reports which
+of these capabilities the running server offers, once per process (logged and exported).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import inspect
 import logging
 import signal
 import sys
+import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -25,8 +29,52 @@ logger = logging.getLogger(__name__)
 LIFESPAN_SHUTDOWN_TIMEOUT = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the running server lets the streams do, beyond ASGI (each probe is a reach into its internals)."""
+
+    #: The server, as far as its ``send`` tells: ``daphne``, ``uvicorn`` or ``unknown``.
+    server: str
+    #: A client that stops reading is cut off past ``stream.MAX_BUFFERED_BYTES`` (daphne's
+    #: transport shows its buffer) or ``stream.MAX_OUTBOX`` frames (a server whose send waits).
+    slow_client_cutoff: bool
+    #: ``abort()`` can drop a connection at once.
+    abort: bool
+    #: Streams are ended cleanly when the server starts shutting down (``on_shutdown``).
+    shutdown_hook: bool
+
+    def flags(self) -> dict[str, bool]:
+        """The boolean capabilities by name (what the metrics export as 0/1)."""
+        return {name: value for name, value in asdict(self).items() if isinstance(value, bool)}
+
+    def describe(self) -> str:
+        flags = " ".join(f"{name}={'yes' if on else 'NO'}" for name, on in self.flags().items())
+        return f"server={self.server} {flags}"
+
+
+def probe(send: Any, *, shutdown_hook: bool) -> Capabilities:
+    """The capabilities behind a stream's server ``send`` (``stream.Stream.server_send``).
+
+    Daphne: its transport shows the write buffer, so both the cut-off and abort work. uvicorn:
+    its send waits while the client does not read, so the outbox limit cuts off a slow client,
+    and abort works through the cycle's transport. Anything else (a wrapper this app does not
+    unwrap, a version whose internals moved): False, so a broken probe shows at start-up.
+    """
+    if transport_of(send) is not None:
+        return Capabilities("daphne", slow_client_cutoff=True, abort=True, shutdown_hook=shutdown_hook)
+    cycle = getattr(send, "__self__", None)
+    if type(cycle).__module__.startswith("uvicorn."):
+        aborts = callable(getattr(getattr(cycle, "transport", None), "abort", None))
+        return Capabilities("uvicorn", slow_client_cutoff=aborts, abort=aborts, shutdown_hook=shutdown_hook)
+    daphne = isinstance(send, functools.partial) and type(getattr(send.func, "__self__", None)).__module__.startswith(
+        "daphne."
+    )
+    return Capabilities("daphne" if daphne else "unknown", slow_client_cutoff=False, abort=False,
+                        shutdown_hook=shutdown_hook)
+
+
 def transport_of(send: Any) -> Any:
-    """Daphne's TCP transport behind the server's ``send`` (see ``fanout._body_send``), if it shows
+    """Daphne's TCP transport behind the server's ``send`` (see ``asgi_send.body_send``), if it shows
     its write buffer.
 
     Daphne's ``send`` is ``functools.partial(server.handle_reply, protocol)``; the protocol is
@@ -182,16 +230,29 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await _leave_channel_layer()
+            await leave_channel_layer()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
-async def _leave_channel_layer() -> None:
-    from .fanout import get_hub  # not at import time: the fan-out imports this module
+#: What the lifespan shutdown runs, per event loop (the hub registers its ``stop``).
+_lifespan_shutdown: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[], Awaitable[None]]] = (
+    weakref.WeakKeyDictionary()
+)
 
+
+def on_lifespan_shutdown(stop: Callable[[], Awaitable[None]]) -> None:
+    """Run ``stop`` at the ASGI lifespan shutdown of the running event loop (one per loop; the last wins)."""
+    _lifespan_shutdown[asyncio.get_running_loop()] = stop
+
+
+async def leave_channel_layer() -> None:
+    """Run the stop ``on_lifespan_shutdown`` registered for this loop (the hub leaves the layer), bounded in time."""
+    stop = _lifespan_shutdown.pop(asyncio.get_running_loop(), None)
+    if stop is None:
+        return
     try:
-        await asyncio.wait_for(get_hub().stop(), LIFESPAN_SHUTDOWN_TIMEOUT)
+        await asyncio.wait_for(stop(), LIFESPAN_SHUTDOWN_TIMEOUT)
     except Exception:  # a broken layer must not turn a clean exit into a failed one
         logger.warning("Leaving the channel layer at shutdown failed.", exc_info=True)
 

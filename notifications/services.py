@@ -2,12 +2,12 @@
 
 Everything that sends (admin, JSON API, ``manage.py notify``) calls :func:`notify`. Delivery
 goes through the channel layer, once per event, to one group that every process's hub joins
-(see ``fanout``); each message carries the id, the audience and the pre-encoded SSE frames.
+(see ``hub``); each message (``events.Event``) carries the id, the audience and the pre-encoded
+SSE frames.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,8 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from . import sse
+from . import events
+from .events import EVENT_TYPE, EVENTS_GROUP, READ_TYPE, dumps, notification_frame  # noqa: F401  (re-exported)
 from .models import Level, Notification, ReadMark, StreamState, Viewer
 
 if TYPE_CHECKING:
@@ -26,35 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: The channel-layer group every process's hub joins; every event goes to it once.
-EVENTS_GROUP = "notifications.events"
-EVENT_TYPE = "notifications.event"
-READ_TYPE = "notifications.read"
-
-
-def dumps(data: Any) -> str:
-    """Compact JSON on one line (the SSE encoder would split any line break anyway)."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
-def notification_frame(notification: Notification, *, read: bool | None) -> bytes:
-    return sse.encode_event(dumps(notification.payload(read=read)), event="notification", id=notification.id)
-
-
 def event_message(notification: Notification) -> dict[str, Any]:
     """The channel-layer message for a new notification: frames encoded once, here."""
-    return {
-        "type": EVENT_TYPE,
-        "id": notification.id,
-        "audience": notification.audience,
-        "target": notification.audience_target,
-        # A new notification is unread for every signed-in viewer; anonymous viewers get no
-        # ``read`` key at all.
-        "user_frame": notification_frame(notification, read=False),
-        "anon_frame": notification_frame(notification, read=None),
-        # For a replay from a hub's memory to someone who has read it meanwhile.
-        "read_frame": notification_frame(notification, read=True),
-    }
+    return events.Event.of(notification).to_message()
 
 
 def lock_sequence() -> None:
@@ -137,7 +112,7 @@ def publish(message: dict[str, Any]) -> None:
     """Send one message to every process's hub. Never raises: the row is stored already.
 
     If the layer is down or drops the message, hubs find the gap and read the row from the
-    database (``fanout.Hub``), so a failure here delays delivery but loses nothing.
+    database (``hub.Hub``), so a failure here delays delivery but loses nothing.
     """
     layer = get_channel_layer()
     if layer is None:
@@ -178,7 +153,6 @@ def mark_read(viewer: Viewer, ids: list[int] | None) -> int:
             batch_size=1000,
         )
         count = unread_count(viewer)
-        data = {"ids": sorted(ids) if ids is not None else "all", "unread_count": count}
-        frame = sse.encode_event(dumps(data), event="read")
-        transaction.on_commit(lambda: publish({"type": READ_TYPE, "user_id": user_id, "frame": frame}))
+        message = events.ReadEvent(user_id, events.read_frame(ids, count)).to_message()
+        transaction.on_commit(lambda: publish(message))
     return count

@@ -104,7 +104,7 @@ if REDIS_LAYER not in ("pubsub", "core"):
 if REDIS_URL and REDIS_LAYER == "pubsub":
     # One PUBLISH per event however many processes listen; pushed to each process's hub.
     # Anything published while a process is cut off from Redis is read back from the
-    # database by its hub (gap detection and tail check in notifications/fanout.py).
+    # database by its hub (gap detection and tail check in notifications/hub.py).
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",

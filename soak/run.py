@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from soak.client import Event, RawStream, metrics, session_cookie  # noqa: E402
+from tests.support.raw import Event, RawStream, metrics, session_cookie  # noqa: E402
+from tests.support.tally import AUDIENCES, Reader, tally  # noqa: E402
 
 STAFF = ("soak-admin", "pw-soak-admin-1")
 PASSWORD = "pw-soak-user-1"
 GROUPS = ["soak-red", "soak-blue", "soak-green"]
-AUDIENCES = ("everyone", "group", "user")
 
 
 def _env(name: str, default: Any) -> Any:
@@ -72,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-url", default=_env("redis_url", None), help="default: in-memory layer, one server")
     p.add_argument("--redis-layer", default=_env("redis_layer", "pubsub"), choices=["pubsub", "core"])
     p.add_argument("--pg-redis", action="store_true", default=bool(_env("pg_redis", "")),
-                   help="start a throwaway PostgreSQL cluster and redis-server (tests/integration/pg_redis.py)")
+                   help="start a throwaway PostgreSQL cluster and redis-server (tests/support/pg_redis.py)")
     p.add_argument("--max-age", type=float, default=_env("max_age", 10.0), help="NOTIFICATIONS_MAX_AGE (default 10)")
     p.add_argument("--layer-config", default=_env("layer_config", ""), help="JSON merged into the layer's CONFIG")
     p.add_argument("--drain", type=float, default=_env("drain", 30.0), help="seconds to wait for stragglers")
@@ -138,28 +137,6 @@ def writer_main(argv: list[str]) -> int:
 
 
 # -- readers (asyncio, in this process) ------------------------------------------------
-
-
-@dataclass
-class Reader:
-    name: str
-    username: str | None
-    cookie: str | None
-    first_cursor: int | None = None
-    cursor: str = ""
-    received: list[int] = field(default_factory=list)
-    connections: int = 0
-    mid_replay_drops: int = 0
-    server_closes: int = 0
-    aborts: int = 0
-    too_many: int = 0
-    resets: list[str] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    expected: set[int] | None = None
-
-    def satisfied(self) -> bool:
-        return self.expected is not None and self.expected.issubset(self.received)
 
 
 async def reader_loop(reader: Reader, ports: list[int], rng: random.Random, draining: asyncio.Event,
@@ -309,36 +286,6 @@ def expected_for(readers: list[Reader], since: int) -> tuple[dict[int, str], dic
     return audience, visible
 
 
-def tally(readers: list[Reader], audience: dict[int, str], visible: dict[str | None, set[int]],
-          created: dict[str, int]) -> dict[str, dict[str, int]]:
-    table = {a: collections.Counter[str]() for a in (*AUDIENCES, "total")}
-    for name, count in created.items():
-        table[name]["created"] += count
-    for reader in readers:
-        assert reader.first_cursor is not None and reader.expected is not None
-        seen: set[int] = set()
-        highest = 0
-        for id in reader.received:
-            kind = audience.get(id, "everyone")
-            row = table[kind]
-            row["delivered"] += 1
-            if id in seen:
-                row["duplicated"] += 1
-            elif id < highest:
-                row["out_of_order"] += 1
-            if id not in visible[reader.username]:
-                row["leaked"] += 1
-            seen.add(id)
-            highest = max(highest, id)
-        for id in reader.expected:
-            table[audience[id]]["expected"] += 1
-            if id not in seen:
-                table[audience[id]]["lost"] += 1
-    for kind in AUDIENCES:
-        table["total"].update(table[kind])
-    return {k: dict(v) for k, v in table.items()}
-
-
 COLUMNS = ("created", "expected", "delivered", "lost", "duplicated", "out_of_order", "leaked")
 MUST_BE_ZERO = ("lost", "duplicated", "out_of_order", "leaked")
 
@@ -351,7 +298,7 @@ def print_table(table: dict[str, dict[str, int]], out: Any = sys.stdout) -> None
 
 def run(args: argparse.Namespace) -> int:
     """Set up the servers and users (blocking), then drive readers and writers (asyncio)."""
-    from tests.integration.servers import Daphne, manage, project_env
+    from tests.support.servers import Daphne, manage, project_env
 
     seed = args.seed or int(time.time())
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="notifications-soak-"))
@@ -359,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         database_url, redis_url = args.database_url, args.redis_url
         if args.pg_redis:
-            from tests.integration.pg_redis import postgres_cluster, redis_server
+            from tests.support.pg_redis import postgres_cluster, redis_server
 
             if not database_url:
                 cluster = stack.enter_context(postgres_cluster())

@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-
-def require_binary(name: str, package: str) -> str:
-    """Path of a server binary, or skip (fail under CI: NOTIFICATIONS_REQUIRE_SERVERS=1)."""
-    path = shutil.which(name) or next(
-        (p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.path.exists(p)), None
-    )
-    if path is None:
-        message = f"needs {name} from the Debian package {package!r} (apt-get install {package})"
-        if os.environ.get("NOTIFICATIONS_REQUIRE_SERVERS") == "1":
-            pytest.fail(message + "; NOTIFICATIONS_REQUIRE_SERVERS=1 forbids skipping")
-        pytest.skip(message)
-    return path
+from tests.support import require_binary  # noqa: F401  (tests import it from here too)
 
 
 @pytest.fixture
@@ -66,7 +52,7 @@ async def fresh_hub(settings):
     """A hub per test's event loop, stopped afterwards, and an empty in-memory layer."""
     from channels.layers import get_channel_layer
 
-    from notifications.fanout import get_hub
+    from notifications.hub import get_hub
 
     settings.NOTIFICATIONS_HEARTBEAT = 60
     yield

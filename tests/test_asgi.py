@@ -81,7 +81,7 @@ def leaves(monkeypatch) -> list[str]:
     async def leave() -> None:
         calls.append("left")
 
-    monkeypatch.setattr(servers, "_leave_channel_layer", leave)
+    monkeypatch.setattr(servers, "leave_channel_layer", leave)
     return calls
 
 

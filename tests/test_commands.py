@@ -44,7 +44,7 @@ def test_notify_exits_non_zero_from_the_shell(tmp_path):
     import subprocess
     import sys
 
-    from tests.integration.servers import ROOT, project_env
+    from tests.support.servers import ROOT, project_env
 
     env = project_env(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 from asgiref.sync import sync_to_async
 
-from notifications.fanout import get_hub
+from notifications.hub import get_hub
 from notifications.services import notify
-
-from .streams import ConsumerStream
+from tests.support import eventually
+from tests.support.consumer import ConsumerStream
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30), pytest.mark.usefixtures("fresh_hub")]
 
@@ -36,11 +35,7 @@ async def settle(replay_from, *notifications):
     """With the hub running, wait until it has handed the notifications out (remembers them)."""
     if replay_from == "memory":
         newest = max(n.id for n in notifications)
-        for _ in range(300):
-            if get_hub().head >= newest:
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("the hub never received the notifications")
+        await eventually(lambda: get_hub().head >= newest, timeout=3, what="the hub receives the notifications")
 
 
 def assert_replayed_from(replay_from):
@@ -241,7 +236,8 @@ async def test_disconnect_leaves_nothing_subscribed(alice):
         await s.close()
     assert hub.streams == set()
     assert hub.streams_of_user(alice.pk) == 0
-    assert dict(hub._by_group) == {} and dict(hub._by_user) == {}
+    snapshot = hub.snapshot()
+    assert (snapshot.streams, snapshot.users, snapshot.groups) == (0, 0, 0)
 
 
 async def test_per_user_stream_cap_answers_429(settings, alice):
@@ -308,28 +304,22 @@ async def test_events_that_arrive_during_replay_are_sent_once_after_it(alice):
     hub = get_hub()
     await hub.start()
     # Deliver a live event straight to the hub while the stream is attached but still replaying.
-    from notifications import consumers
+    from notifications import replay
 
-    original = consumers._replay
+    original = replay.from_database
 
     async def slow_replay(*args):
         result = await original(*args)
         live = await anotify("during")
-        # wait until the hub has fanned it out to this pending stream
-        for _ in range(100):
-            if hub.head >= live.id:
-                break
-            import asyncio
-
-            await asyncio.sleep(0.01)
+        await eventually(lambda: hub.head >= live.id, what="the hub fans it out to this pending stream")
         return result
 
-    consumers._replay = slow_replay
+    replay.from_database = slow_replay
     try:
         await stream.open()
         await stream.read_until(has("notification", 2))
     finally:
-        consumers._replay = original
+        replay.from_database = original
     ids = stream.notification_ids()
     assert ids[0] == before.id and len(ids) == 2 and ids[1] > before.id
     await stream.nothing_more()
@@ -388,9 +378,7 @@ async def test_replay_leaves_out_a_notification_deleted_since(replay_from):
 
 
 async def test_a_cursor_older_than_the_hubs_memory_replays_from_the_database(monkeypatch):
-    from notifications import fanout
-
-    monkeypatch.setattr(fanout, "RECENT_EVENTS", 2)
+    get_hub().window.max_events = 2
     await get_hub().start()
     sent = [await anotify(f"n{i}") for i in range(4)]
     await settle("memory", *sent)
@@ -403,3 +391,27 @@ async def test_a_cursor_older_than_the_hubs_memory_replays_from_the_database(mon
     assert get_hub().stats["replays_from_memory"] == 1 and get_hub().stats["replays"] == 2
     for stream in (old, recent):
         await stream.close()
+
+
+async def test_a_cursor_below_the_pruning_horizon_gets_reset_expired_from_memory_too():
+    """SPEC §6/§10: prune_notifications, then a reconnect the hub's memory still covers → reset."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from notifications.management.commands.prune_notifications import prune
+    from notifications.models import Notification
+
+    await get_hub().start()
+    sent = [await anotify(f"n{i}") for i in range(3)]
+    await settle("memory", *sent)
+    old = timezone.now() - dt.timedelta(days=40)
+    await sync_to_async(Notification.objects.filter(id__lte=sent[1].id).update)(created_at=old)
+    deleted, horizon = await sync_to_async(prune)(30)
+    assert (deleted, horizon) == (2, sent[1].id)
+    stream = await ConsumerStream(headers=[(b"last-event-id", str(sent[0].id).encode())]).open()
+    await stream.read_until(has("hello"))
+    assert stream.notification_ids() == []
+    assert json.loads(stream.of_type("reset")[0].data) == {"reason": "expired", "cursor": sent[2].id}
+    assert get_hub().stats["replays_from_memory"] == 1 and get_hub().stats["resets_expired"] == 1
+    await stream.close()

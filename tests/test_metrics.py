@@ -9,12 +9,12 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
 
-from notifications import fanout, metrics
-from notifications.fanout import get_hub
+from notifications import stream as stream_module
+from notifications.hub import get_hub
 from notifications.models import Viewer
 from notifications.services import notify
-
-from .streams import ConsumerStream
+from tests.support import eventually
+from tests.support.consumer import ConsumerStream
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -155,8 +155,6 @@ async def test_counts_streams_events_and_deliveries_then_nothing_left_behind(fre
 
 @pytest.mark.django_db(transaction=True)
 async def test_replays_and_resets_are_counted(fresh_hub, settings):
-    # Counted by the consumer through Hub.stats["replays"] / ["resets_<reason>"]; see
-    # docs/operations.md. Until the consumer counts, this reads 0 and is skipped.
     settings.NOTIFICATIONS_REPLAY_LIMIT = 1
     first = await sync_to_async(notify)("one")
     await sync_to_async(notify)("two")
@@ -169,8 +167,6 @@ async def test_replays_and_resets_are_counted(fresh_hub, settings):
     assert stream.of_type("reset")
     await stream.close()
     after = await scrape()
-    if after["notifications_replays_total"] == before["notifications_replays_total"]:
-        pytest.skip("the consumer does not count replays in Hub.stats yet")
     assert after["notifications_replays_total"] - before["notifications_replays_total"] == 2
     key = 'notifications_resets_total{reason="too_many"}'
     assert after[key] - before[key] == 1
@@ -186,19 +182,51 @@ async def test_a_stream_that_cannot_keep_up_is_dropped_and_counted():
         await gate.wait()
         sent.append(message)
 
-    stream, _ = hub.attach(Viewer(), slow_send)
-    stream.go_live(0)
+    stream = hub.new_stream(Viewer(), slow_send)
+    hub.attach(stream)
+    stream.go_live(b"", 0)
     before = hub.stats["dropped_outbox"]
-    for i in range(1, fanout.MAX_OUTBOX + 10):
+    for i in range(1, stream_module.MAX_OUTBOX + 10):
         stream.deliver(i, b"data: x\n\n")
     assert stream.closed
-    assert hub.stats["dropped_outbox"] == before + 1
-    snapshot = metrics.collect()
-    assert snapshot["stats"]["dropped_outbox"] >= 1
+    assert hub.snapshot().stats["dropped_outbox"] == before + 1
     gate.set()
-    for _ in range(100):
-        if not stream._outbox:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: sent and sent[-1]["more_body"] is False, what="the queued frames drain")
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert len(sent) == 2  # the blocked frame, then the end: the queue was dropped, not sent
     hub.detach(stream)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_metrics_are_read_on_the_hubs_event_loop(fresh_hub, monkeypatch):
+    """The view hops to the loop for the hub's snapshot; it never reads the hub from its thread."""
+    import threading
+
+    hub = get_hub()
+    await hub.start()
+    threads = []
+    original = hub.snapshot
+
+    def snapshot():
+        threads.append(threading.get_ident())
+        return original()
+
+    monkeypatch.setattr(hub, "snapshot", snapshot)
+    await scrape()
+    assert threads == [threading.get_ident()]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_capabilities_are_exported_once_a_stream_showed_the_server(fresh_hub):
+    before = await scrape()
+    assert not any(name.startswith("notifications_capability") for name in before)
+    stream = await ConsumerStream().open()
+    await stream.read_until(has("hello"))
+    after = await scrape()
+    # ApplicationCommunicator is no known server: every probe answers 0, visibly.
+    assert {name: value for name, value in after.items() if name.startswith("notifications_capability")} == {
+        'notifications_capability{name="slow_client_cutoff"}': 0,
+        'notifications_capability{name="abort"}': 0,
+        'notifications_capability{name="shutdown_hook"}': 0,
+    }
+    await stream.close()

@@ -16,8 +16,7 @@ from django.utils import timezone
 from notifications.management.commands.prune_notifications import prune
 from notifications.models import Notification, ReadMark, StreamState, Viewer
 from notifications.services import notify
-
-from .streams import ConsumerStream
+from tests.support.consumer import ConsumerStream
 
 pytestmark = pytest.mark.timeout(30)
 

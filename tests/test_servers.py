@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from notifications import servers
-from tests.integration.servers import free_port, require_module
+from tests.support.servers import free_port, require_module
 
 
 def uvicorn_module() -> Any:
@@ -213,8 +213,8 @@ async def test_the_project_answers_uvicorns_lifespan_events():
 async def test_lifespan_shutdown_takes_the_hub_out_of_the_channel_layer(fresh_hub):
     from channels.layers import get_channel_layer
 
-    from notifications.fanout import get_hub
-    from notifications.services import EVENTS_GROUP
+    from notifications.events import EVENTS_GROUP
+    from notifications.hub import get_hub
 
     hub = get_hub()
     await hub.start()
@@ -222,7 +222,7 @@ async def test_lifespan_shutdown_takes_the_hub_out_of_the_channel_layer(fresh_hu
     assert hub.channel_name in layer.groups.get(EVENTS_GROUP, {})
     await run_lifespan(servers.lifespan, "lifespan.startup", "lifespan.shutdown")
     assert hub.channel_name not in layer.groups.get(EVENTS_GROUP, {})
-    assert not hub._tasks
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("notifications-hub")]
 
 
 # -- the tests' own guard: a missing uvicorn skips, naming the package (fails under CI) ---------------

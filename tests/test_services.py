@@ -73,8 +73,3 @@ def test_recipient_and_group_by_name(alice, group, published, django_capture_on_
     assert to_user.recipient == alice and to_user.audience == "user"
     assert to_group.group == group and to_group.audience == "group"
     assert [(m["audience"], m["target"]) for m in published] == [("user", alice.pk), ("group", group.pk)]
-
-
-def test_ids_increase_in_creation_order(published):
-    ids = [services.notify(f"n{i}").id for i in range(5)]
-    assert ids == sorted(ids)

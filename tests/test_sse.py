@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from notifications import sse
-
-from .sse_parser import Parser
+from tests.support.sse import Parser
 
 
 def test_event_has_id_type_and_data_lines():

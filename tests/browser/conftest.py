@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import require_binary
-from tests.integration.servers import Daphne, login, manage, project_env
+from tests.support import require_binary
+from tests.support.servers import Daphne, login, manage, project_env
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

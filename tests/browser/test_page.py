@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.servers import SSEClient, login, manage
+from tests.support.servers import SSEClient, login, manage
 
 from .conftest import Admin, sign_in, titles, wait_state, wait_titles
 

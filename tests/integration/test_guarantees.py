@@ -28,9 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from soak.client import Event, RawStream, metrics, read_until, session_cookie
-
-from .servers import SERVERS, Server, manage, project_env
+from tests.support.raw import Event, RawStream, metrics, read_until, session_cookie
+from tests.support.servers import SERVERS, Server, manage, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -445,7 +444,7 @@ def silent_client(port: int) -> socket.socket:
     return sock
 
 
-#: How each server's slow client is found out (``notifications.fanout``): daphne's send never
+#: How each server's slow client is found out (``notifications.stream``): daphne's send never
 #: waits, so its write buffer grows until more than MAX_BUFFERED_BYTES is unsent; uvicorn's send
 #: waits once its buffer passes the high-water mark (flow control), so frames queue in the
 #: stream's outbox until MAX_OUTBOX.

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from .servers import SERVERS, SSEClient, admin_add, login, manage, project_env
+from tests.support.servers import SERVERS, SSEClient, admin_add, login, manage, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 

@@ -25,8 +25,8 @@ import httpx
 import psycopg
 import pytest
 
-from .pg_redis import PostgresCluster, RedisServer, postgres_cluster, redis_server
-from .servers import ROOT, SERVERS, Server, SSEClient, Uvicorn, admin_add, login, manage, project_env
+from tests.support.pg_redis import PostgresCluster, RedisServer, postgres_cluster, redis_server
+from tests.support.servers import ROOT, SERVERS, Server, SSEClient, Uvicorn, admin_add, login, manage, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

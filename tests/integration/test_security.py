@@ -19,8 +19,8 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from .pg_redis import postgres_cluster
-from .servers import ROOT, Daphne, SSEClient, login, manage, project_env, running
+from tests.support.pg_redis import postgres_cluster
+from tests.support.servers import ROOT, Daphne, SSEClient, login, manage, project_env, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from soak.run import Reader, tally
-
-from .servers import ROOT
+from tests.support.servers import ROOT
+from tests.support.tally import Reader, tally
 
 pytestmark = [pytest.mark.integration]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.servers import SSEClient, free_port, login, require_module, wait_for_port
+from tests.support.servers import SSEClient, free_port, login, require_module, wait_for_port
 from tests.test_packaging import build_wheel
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -11,8 +11,7 @@ from channels.testing import ApplicationCommunicator
 from django.contrib.auth.models import AnonymousUser
 
 from notifications.consumers import NotificationStreamConsumer
-
-from .sse_parser import Event, Parser
+from tests.support.sse import Event, Parser
 
 
 class ConsumerStream:

@@ -24,7 +24,7 @@ from typing import ClassVar, Self
 
 import httpx
 
-from tests.sse_parser import Event, Parser
+from tests.support.sse import Event, Parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

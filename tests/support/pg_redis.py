@@ -21,9 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import require_binary
-
-from .servers import free_port, wait_for_port
+from tests.support import require_binary
+from tests.support.servers import free_port, wait_for_port
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 

@@ -1,0 +1,185 @@
+"""The event protocol: channel-layer messages (typed, versioned), SSE frame builders, group and type names.
+
+Every byte a stream sends that is not the ``retry:`` line or a ``: ping`` comment is built here,
+and every channel-layer message is made and read here. Imports ``sse`` and ``models`` only;
+never the hub, the stream or the consumer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import sse
+
+if TYPE_CHECKING:
+    from .models import Notification, Viewer
+
+#: The channel-layer group every process's hub joins; every event goes to it once.
+EVENTS_GROUP = "notifications.events"
+#: Channel-layer message types (Channels routes on ``type``).
+EVENT_TYPE = "notifications.event"
+READ_TYPE = "notifications.read"
+#: The message format's version. A message without ``v`` is version 1 (sent before the field existed).
+VERSION = 1
+#: ``reset`` reasons (SPEC §6): more missed than ``NOTIFICATIONS_REPLAY_LIMIT``, or older than what is kept.
+TOO_MANY = "too_many"
+EXPIRED = "expired"
+AUDIENCES = frozenset({"everyone", "group", "user"})
+
+
+class BadMessage(ValueError):
+    """A channel-layer message this process cannot read; the hub logs and counts it, then goes on."""
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON on one line (the SSE encoder would split any line break anyway)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+# -- frames ------------------------------------------------------------------------------------
+
+
+def notification_frame(notification: Notification, *, read: bool | None) -> bytes:
+    """``event: notification`` with the notice's JSON (``read`` only for signed-in viewers)."""
+    return sse.encode_event(dumps(notification.payload(read=read)), event="notification", id=notification.id)
+
+
+def hello_frame(username: str | None, cursor: int) -> bytes:
+    """``event: hello``: who the stream is for and the id it is complete up to (SPEC §6)."""
+    return sse.encode_event(dumps({"user": username, "cursor": cursor}), event="hello", id=cursor)
+
+
+def reset_frame(reason: str, cursor: int) -> bytes:
+    """``event: reset``: the client reloads its list; the id moves it to ``cursor``."""
+    return sse.encode_event(dumps({"reason": reason, "cursor": cursor}), event="reset", id=cursor)
+
+
+def read_frame(ids: list[int] | None, unread_count: int) -> bytes:
+    """``event: read`` (no id: read state is not part of the id sequence); ``ids`` None means all."""
+    return sse.encode_event(dumps({"ids": sorted(ids) if ids is not None else "all", "unread_count": unread_count}),
+                            event="read")
+
+
+# -- channel-layer messages --------------------------------------------------------------------
+
+
+def _field(message: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = message.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise BadMessage(f"{message.get('type')!r} message: {name!r} must be {_kind_name(kind)}, got {value!r:.80}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _check_version(message: dict[str, Any]) -> None:
+    version = message.get("v", 1)
+    if version != VERSION:
+        raise BadMessage(f"{message.get('type')!r} message of version {version!r}; this process reads {VERSION}")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A new notification as every hub receives it: id, audience and its frames, encoded once."""
+
+    id: int
+    audience: str
+    target: int | None
+    #: For a signed-in viewer (``"read": false``: new notices are unread for everyone).
+    user_frame: bytes
+    #: For an anonymous viewer (no ``read`` key).
+    anon_frame: bytes
+    #: For a memory replay to someone who has read it meanwhile; None from a process that does
+    #: not encode it (such events are not replayed from memory).
+    read_frame: bytes | None = None
+
+    @classmethod
+    def of(cls, notification: Notification) -> Event:
+        return cls(
+            id=notification.id,
+            audience=notification.audience,
+            target=notification.audience_target,
+            user_frame=notification_frame(notification, read=False),
+            anon_frame=notification_frame(notification, read=None),
+            read_frame=notification_frame(notification, read=True),
+        )
+
+    def frame_for(self, viewer: Viewer, *, read: bool = False) -> bytes:
+        if viewer.user_id is None:
+            return self.anon_frame
+        if read and self.read_frame is not None:
+            return self.read_frame
+        return self.user_frame
+
+    @property
+    def size(self) -> int:
+        """Bytes of its frames (what the memory window counts)."""
+        return len(self.user_frame) + len(self.anon_frame) + len(self.read_frame or b"")
+
+    def to_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "type": EVENT_TYPE,
+            "v": VERSION,
+            "id": self.id,
+            "audience": self.audience,
+            "target": self.target,
+            "user_frame": self.user_frame,
+            "anon_frame": self.anon_frame,
+        }
+        if self.read_frame is not None:
+            message["read_frame"] = self.read_frame
+        return message
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> Event:
+        """Validate and read a message; raises ``BadMessage`` saying what was wrong."""
+        _check_version(message)
+        id = _field(message, "id", int)
+        if id < 1:
+            raise BadMessage(f"event message: 'id' must be positive, got {id}")
+        audience = _field(message, "audience", str)
+        if audience not in AUDIENCES:
+            raise BadMessage(f"event message: unknown audience {audience!r}")
+        target = message.get("target")
+        if audience == "everyone":
+            target = None
+        elif not isinstance(target, int) or isinstance(target, bool):
+            raise BadMessage(f"event message: a {audience} event needs an integer 'target', got {target!r:.80}")
+        read = message.get("read_frame")
+        if read is not None and not isinstance(read, bytes):
+            raise BadMessage(f"event message: 'read_frame' must be bytes, got {type(read).__name__}")
+        return cls(id, audience, target, _field(message, "user_frame", bytes), _field(message, "anon_frame", bytes),
+                   read)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEvent:
+    """Read state changed for one user: every open stream of theirs gets ``frame``."""
+
+    user_id: int
+    frame: bytes
+
+    def to_message(self) -> dict[str, Any]:
+        return {"type": READ_TYPE, "v": VERSION, "user_id": self.user_id, "frame": self.frame}
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> ReadEvent:
+        _check_version(message)
+        return cls(_field(message, "user_id", int), _field(message, "frame", bytes))
+
+
+def parse(message: Any) -> Event | ReadEvent:
+    """The typed form of a channel-layer message; ``BadMessage`` for anything else."""
+    if not isinstance(message, dict):
+        raise BadMessage(f"a channel-layer message must be a dict, got {type(message).__name__}")
+    kind = message.get("type")
+    if kind == EVENT_TYPE:
+        return Event.from_message(message)
+    if kind == READ_TYPE:
+        return ReadEvent.from_message(message)
+    raise BadMessage(f"unknown message type {kind!r:.80}")

@@ -1,0 +1,96 @@
+"""Replay after a ``Last-Event-ID``: one answer whether the missed events come from the hub's memory or the database.
+
+The contract (SPEC §6, §10), for a viewer, a cursor ``after``, the hub's ``cursor`` when the
+stream attached and ``limit`` (``NOTIFICATIONS_REPLAY_LIMIT``):
+
+1. ``after`` below the pruning horizon → one ``reset`` (reason ``expired``), whatever is kept;
+2. else more than ``limit`` visible notices after ``after`` → one ``reset`` (``too_many``);
+3. else every notice after ``after`` that still exists and the viewer may see, in id order,
+   each with the viewer's current read state.
+
+``from_memory`` and ``from_database`` both keep it; ``tests/test_replay.py`` runs one table
+against both. Imports models, events and the window's type; never the hub or the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from channels.db import database_sync_to_async
+
+from .events import EXPIRED, TOO_MANY, Event, notification_frame, reset_frame
+from .models import Notification, StreamState, Viewer
+
+MEMORY = "memory"
+DATABASE = "database"
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What a reconnect is sent before ``hello``."""
+
+    #: The frames, in id order (or the one ``reset`` frame).
+    frames: list[bytes]
+    #: The id up to which the stream is complete once they are written (``>= cursor``).
+    through: int
+    #: ``expired`` / ``too_many`` when the answer is a reset, else None.
+    reset: str | None
+    #: ``memory`` or ``database``.
+    source: str
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.frames)
+
+
+async def replay(viewer: Viewer, after: int, cursor: int, limit: int, recent: Sequence[Event] | None) -> Replay:
+    """From ``recent`` (the hub's memory, see ``Hub.attach``) when it covers ``after``, else from the database."""
+    if recent is not None:
+        return await from_memory(viewer, recent, after, cursor, limit)
+    return await from_database(viewer, after, cursor, limit)
+
+
+def _reset(reason: str, cursor: int, source: str) -> Replay:
+    return Replay([reset_frame(reason, cursor)], cursor, reason, source)
+
+
+@database_sync_to_async
+def from_database(viewer: Viewer, after: int, cursor: int, limit: int) -> Replay:
+    """The missed rows, read and encoded here: one indexed query for the rows (read state
+    included) and one for the pruning horizon, however many rows.
+
+    Reads past ``cursor`` too (rows the hub has not handed out yet): ids follow commit order,
+    so the newest row read bounds a range that is complete.
+    """
+    rows = list(
+        Notification.objects.visible_to(viewer).with_read(viewer).filter(id__gt=after).order_by("id")[: limit + 1]
+    )
+    # The horizon is read after the rows: prune_notifications raises it before it deletes
+    # anything, so if the rows query missed a pruned row, this read sees the new horizon.
+    if after < StreamState.horizon():
+        return _reset(EXPIRED, cursor, DATABASE)
+    if len(rows) > limit:
+        return _reset(TOO_MANY, cursor, DATABASE)
+    signed_in = viewer.user_id is not None
+    frames = [notification_frame(row, read=bool(getattr(row, "is_read", False)) if signed_in else None) for row in rows]
+    return Replay(frames, max(cursor, rows[-1].id) if rows else cursor, None, DATABASE)
+
+
+@database_sync_to_async
+def from_memory(viewer: Viewer, events: Sequence[Event], after: int, cursor: int, limit: int) -> Replay:
+    """The missed events the hub still holds, already encoded (complete up to ``cursor``).
+
+    One query for which of them still exist (an admin may have deleted one; pruning deletes
+    old ones) and, for a signed-in viewer, which they have read since; one for the horizon.
+    """
+    ids = [event.id for event in events]
+    read = dict(
+        Notification.objects.filter(id__in=ids).with_read(viewer).values_list("id", "is_read")  # type: ignore[misc]
+    ) if ids else {}
+    if after < StreamState.horizon():  # after the rows, as in from_database
+        return _reset(EXPIRED, cursor, MEMORY)
+    kept = [event for event in events if event.id in read]
+    if len(kept) > limit:
+        return _reset(TOO_MANY, cursor, MEMORY)
+    return Replay([event.frame_for(viewer, read=read[event.id]) for event in kept], cursor, None, MEMORY)

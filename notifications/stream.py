@@ -1,0 +1,202 @@
+"""One open SSE response: the only writer of its bytes — headers, retry, replay, hello, live — in id order, once.
+
+Imports ``asgi_send``, ``servers`` and ``sse``; never the hub (it reports drops through the
+``on_drop`` callback it is given) nor the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+from . import servers, sse
+from .asgi_send import Resume, Send, body_send, run_eagerly
+from .models import Viewer
+
+logger = logging.getLogger(__name__)
+
+#: Frames one stream may have queued behind a send that has not finished (a client that
+#: does not read, on a server with flow control, e.g. uvicorn); past that the connection
+#: is aborted (``servers.abort``) and the client, if it comes back, replays.
+MAX_OUTBOX = 1000
+#: Events a stream may collect while it replays before it counts as fallen behind.
+MAX_PENDING = 10_000
+#: Bytes a stream may have waiting in the server's write buffer (daphne/Twisted buffers
+#: without limit for a client that does not read); past that the connection is aborted and
+#: the client, when it comes back, replays from its Last-Event-ID.
+MAX_BUFFERED_BYTES = 1 << 20
+
+
+def _ignore(reason: str) -> None:
+    pass
+
+
+class Stream:
+    """One open SSE response.
+
+    Life: ``open()`` (headers and ``retry:``) → the hub attaches it (live events collect in
+    *pending*) → ``go_live(replay + hello, through)`` writes those, then what collected, then
+    every later ``deliver`` at once → ``close()`` or ``release()``. Every numbered frame it
+    writes has an id above every one before it.
+    """
+
+    __slots__ = (
+        "viewer", "_start_send", "_send", "sent_through", "_pending", "_outbox", "closed", "_timer", "_transport",
+        "_on_drop", "_drainer", "__weakref__",
+    )
+
+    def __init__(self, viewer: Viewer, send: Send, *, on_drop: Callable[[str], None] = _ignore) -> None:
+        self.viewer = viewer
+        self._start_send = send
+        self._send = body_send(send)
+        #: Highest notification id written to this stream (or known to be before its start).
+        self.sent_through = 0
+        #: Events that arrive before the replay is written: ``(id, frame)``; None once live.
+        self._pending: list[tuple[int, bytes]] | None = []
+        #: Frames waiting behind a send that did not complete at once; None when idle.
+        self._outbox: collections.deque[dict[str, Any]] | None = None
+        self.closed = False
+        self._timer: asyncio.TimerHandle | None = None
+        #: The server's transport when it shows its write buffer (daphne's does), else None.
+        self._transport = servers.transport_of(self._send)
+        #: Called with ``"pending"``, ``"outbox"`` or ``"unread_buffer"`` when the stream drops its client.
+        self._on_drop = on_drop
+        self._drainer: asyncio.Task[None] | None = None
+
+    @property
+    def server_send(self) -> Send:
+        """The send body frames go to (what ``servers.probe`` inspects)."""
+        return self._send
+
+    @property
+    def live(self) -> bool:
+        return self._pending is None
+
+    async def open(self, headers: list[tuple[bytes, bytes]], retry_ms: int) -> None:
+        """``200`` with ``headers`` (through the consumer's send: the session middleware sees it), then ``retry:``."""
+        await self._start_send({"type": "http.response.start", "status": 200, "headers": headers})
+        self._write(sse.encode_retry(retry_ms))
+
+    def deliver(self, id: int, frame: bytes) -> None:
+        """Called by the hub in id order for events this stream's viewer may see."""
+        if self._pending is not None:
+            if len(self._pending) >= MAX_PENDING:
+                logger.warning("Stream fell behind while replaying; closing it so it reconnects.")
+                self._drop("pending")
+                self.close()
+                return
+            self._pending.append((id, frame))
+            return
+        if id <= self.sent_through:
+            return
+        self.sent_through = id
+        self._write(frame)
+
+    def go_live(self, frames: bytes, through: int) -> None:
+        """Write the replay and ``hello`` (``frames``, complete up to ``through``), then what arrived meanwhile."""
+        pending, self._pending = self._pending or [], None
+        if frames:  # one write, however many frames (a reconnect storm is thousands of these)
+            self._write(frames)
+        self.sent_through = max(self.sent_through, through)
+        for id, frame in pending:
+            self.deliver(id, frame)
+
+    def push(self, frame: bytes) -> None:
+        """An unnumbered frame (``: ping``, ``event: read``): written only once the stream is live."""
+        if self._pending is None:
+            self._write(frame)
+
+    def expire_after(self, seconds: float) -> None:
+        """Close the stream after ``seconds`` ±10 % so that clients spread over processes."""
+        delay = seconds * random.uniform(0.9, 1.1)
+        self._timer = asyncio.get_running_loop().call_later(delay, self.close)
+
+    def release(self) -> None:
+        """The response is over (the client left): write nothing more, forget the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.closed = True
+
+    def close(self) -> None:
+        """End the response; the server then sends ``http.disconnect`` and the consumer detaches."""
+        self._write(b"", more_body=False)
+
+    def end_for_shutdown(self) -> None:
+        """``close()``, except for a stream whose send waits for a client that stopped reading:
+        its last chunk would wait behind that send and hold up the server's shutdown, so the
+        connection is dropped instead (the client replays from its Last-Event-ID)."""
+        if self._outbox is not None and not self.closed and servers.abort(self._send):
+            self.closed = True
+        else:
+            self.close()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _drop(self, reason: str) -> None:
+        try:
+            self._on_drop(reason)
+        except Exception:
+            logger.exception("on_drop(%r) failed", reason)
+
+    def _write(self, body: bytes, *, more_body: bool = True) -> None:
+        """Write now, without waiting; order is kept if the server makes a send wait."""
+        if self.closed:
+            return
+        message = {"type": "http.response.body", "body": body, "more_body": more_body}
+        if not more_body:
+            self.closed = True
+        if self._outbox is not None:
+            if len(self._outbox) >= MAX_OUTBOX:
+                logger.warning("Dropping a stream that does not read (%d frames queued).", len(self._outbox))
+                self._drop("outbox")
+                self._outbox.clear()
+                self.closed = True
+                if servers.abort(self._send):  # the blocked send returns once the server sees it
+                    return
+                # Unknown server: end the response after the send that waits, if it ever returns.
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            self._outbox.append(message)
+            return
+        try:
+            rest = run_eagerly(self._send(message))
+        except Exception:  # a server may raise on a closed connection (ASGI 2.4)
+            logger.debug("send failed", exc_info=True)
+            self.closed = True
+            return
+        if rest is not None:
+            self._outbox = collections.deque()
+            self._drainer = asyncio.get_running_loop().create_task(self._drain(rest), name="notifications-stream-drain")
+        elif self._transport is not None and self._transport.producerPaused:
+            self._check_buffer()
+
+    def _check_buffer(self) -> None:
+        """Abort a connection whose unread bytes exceed ``MAX_BUFFERED_BYTES``.
+
+        Daphne's send never waits: Twisted queues every write in memory and only tells its
+        producer to pause (``producerPaused``, past 64 KiB). A client that never reads would
+        grow the process without bound, so it is cut off; ``http.disconnect`` then detaches it.
+        """
+        transport = self._transport
+        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        if buffered > MAX_BUFFERED_BYTES:
+            logger.warning("Dropping a stream that does not read (%d bytes unsent).", buffered)
+            self._drop("unread_buffer")
+            self.closed = True
+            transport.abortConnection()
+
+    async def _drain(self, first: Resume) -> None:
+        try:
+            await first
+            while self._outbox:
+                await self._send(self._outbox.popleft())
+        except Exception:  # a server may raise on a closed connection (ASGI 2.4)
+            logger.debug("send failed while draining", exc_info=True)
+            self.closed = True
+        finally:
+            self._outbox = None
+            self._drainer = None

@@ -1,0 +1,75 @@
+"""The hub's memory of its most recent events, so a reconnect replays without re-reading rows.
+
+Pure data structure: imports ``events`` (for the type) and nothing that does I/O.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .events import Event
+    from .models import Viewer
+
+#: Recent events each hub keeps (frames included) to replay reconnects from memory: a
+#: reconnect storm after a deploy then costs one small query per stream, not a read and an
+#: encoding of every missed row per stream.
+RECENT_EVENTS = 1000
+#: ...and at most this many bytes of their frames (long bodies keep fewer events).
+RECENT_BYTES = 8 << 20
+
+
+class Window:
+    """The last events handed out, in id order: every published id in ``(floor, head]`` is here."""
+
+    __slots__ = ("_events", "floor", "head", "_bytes", "max_events", "max_bytes")
+
+    def __init__(self, *, max_events: int = RECENT_EVENTS, max_bytes: int = RECENT_BYTES) -> None:
+        self._events: collections.deque[Event] = collections.deque()
+        self.floor = 0
+        self.head = 0
+        self._bytes = 0
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def add(self, event: Event) -> None:
+        """Remember the event just handed out (ids increase); one without a read frame empties the window."""
+        self.head = event.id
+        if event.read_frame is None:  # from a process that does not encode it: not replayable from memory
+            self.forget(event.id)
+            return
+        self._events.append(event)
+        self._bytes += event.size
+        while len(self._events) > self.max_events or (self._bytes > self.max_bytes and len(self._events) > 1):
+            oldest = self._events.popleft()
+            self._bytes -= oldest.size
+            self.floor = oldest.id
+
+    def forget(self, head: int) -> None:
+        """Hold nothing; memory covers only ids above ``head`` from now on."""
+        self._events.clear()
+        self._bytes = 0
+        self.floor = self.head = head
+
+    def after(self, viewer: Viewer, after: int) -> list[Event] | None:
+        """The events after ``after`` that ``viewer`` may see, oldest first; None if memory does
+        not reach back that far (the caller then reads the database). A cursor at or beyond
+        ``head`` gets ``[]``: nothing was missed that memory could know of."""
+        if after < self.floor:
+            return None
+        missed = []
+        for event in reversed(self._events):
+            if event.id <= after:
+                break
+            if viewer.may_see(event.audience, event.target):
+                missed.append(event)
+        missed.reverse()
+        return missed

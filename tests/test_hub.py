@@ -1,0 +1,437 @@
+"""The hub on its own: a fake channel layer and injected database reads, driven through public methods.
+
+No Django database here: ``newest_id`` and ``fetch_after`` read a dict of "committed rows".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from notifications import hub as hub_module
+from notifications.events import EVENTS_GROUP, Event, ReadEvent
+from notifications.hub import FANOUT_SLICE, Hub
+from notifications.models import Viewer
+from notifications.window import Window
+from tests.support import eventually
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def event(id: int, audience: str = "everyone", target: int | None = None, *, read: bool = True) -> Event:
+    return Event(id, audience, target, f"user {id}".encode(), f"anon {id}".encode(),
+                 f"read {id}".encode() if read else None)
+
+
+class FakeLayer:
+    """Enough of a channel layer for the hub: a queue per channel, groups, injectable receive failures."""
+
+    group_expiry = 86400
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.groups: dict[str, set[str]] = {}
+        self.fail_receives = 0
+        self.joins = 0
+
+    async def new_channel(self, prefix: str) -> str:
+        return prefix + "1"
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self.joins += 1
+        self.groups.setdefault(group, set()).add(channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self.groups.get(group, set()).discard(channel)
+
+    async def receive(self, channel: str) -> Any:
+        if self.fail_receives:
+            self.fail_receives -= 1
+            raise ConnectionError("redis went away")
+        return await self.queue.get()
+
+
+class Database:
+    """The committed rows, as the hub's injected reads see them; reads can be made to fail."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, Event] = {}
+        self.fetches: list[tuple[int, int]] = []
+        self.fail_fetches = 0
+
+    def commit(self, *events: Event) -> None:
+        for e in events:
+            self.rows[e.id] = e
+
+    async def newest_id(self) -> int:
+        return max(self.rows, default=0)
+
+    async def fetch_after(self, after: int, limit: int) -> list[Event]:
+        self.fetches.append((after, limit))
+        if self.fail_fetches:
+            self.fail_fetches -= 1
+            raise OSError("database is down")
+        return [self.rows[id] for id in sorted(self.rows) if id > after][:limit]
+
+
+class Recorder:
+    """A server ``send`` that never waits and remembers the bodies written to it."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["body"]:
+            self.frames.append(message["body"])
+
+
+@pytest.fixture
+async def harness():
+    layer, db = FakeLayer(), Database()
+    hub = Hub(layer=layer, newest_id=db.newest_id, fetch_after=db.fetch_after)
+    yield hub, layer, db
+    await hub.stop()
+
+
+def live_streams(hub: Hub, count: int, viewer: Viewer | None = None) -> list[Recorder]:
+    sends = []
+    for _ in range(count):
+        send = Recorder()
+        stream = hub.new_stream(viewer or Viewer(), send)
+        cursor, _ = hub.attach(stream)
+        stream.go_live(b"", cursor)
+        sends.append(send)
+    return sends
+
+
+async def publish(layer: FakeLayer, db: Database, *events: Event, commit: bool = True) -> None:
+    if commit:
+        db.commit(*events)
+    for e in events:
+        layer.queue.put_nowait(e.to_message())
+
+
+def anon(*ids: int) -> list[bytes]:
+    return [f"anon {id}".encode() for id in ids]
+
+
+# -- order, exactly once ---------------------------------------------------------------------------
+
+
+async def test_start_joins_the_events_group_and_takes_the_newest_id_as_head(harness):
+    hub, layer, db = harness
+    db.commit(event(1), event(2))
+    await hub.start()
+    assert hub.channel_name in layer.groups[EVENTS_GROUP]
+    assert hub.head == 2
+    await hub.stop()
+    assert hub.channel_name not in layer.groups[EVENTS_GROUP]
+
+
+async def test_events_in_order_reach_every_stream_once(harness):
+    hub, layer, db = harness
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    await publish(layer, db, event(1), event(2), event(1))
+    await eventually(lambda: hub.stats["duplicates_dropped"] == 1)
+    assert send.frames == anon(1, 2)
+    assert db.fetches == []  # in order: no database read
+
+
+async def test_a_gap_is_filled_from_the_database_in_order(harness):
+    hub, layer, db = harness
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    db.commit(event(1), event(2))  # committed, but the layer lost their messages
+    await publish(layer, db, event(3))
+    await eventually(lambda: send.frames == anon(1, 2, 3))
+    assert hub.stats["catch_ups"] == 1 and hub.head == 3
+
+
+async def test_messages_held_during_a_catch_up_are_delivered_once_in_order(harness):
+    hub, layer, db = harness
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    gate = asyncio.Event()
+    fetch = db.fetch_after
+
+    async def slow_fetch(after: int, limit: int) -> list[Event]:
+        await gate.wait()
+        return await fetch(after, limit)
+
+    hub._fetch_after = slow_fetch  # the injected read, slowed: messages pile up meanwhile
+    db.commit(event(1))
+    await publish(layer, db, event(2), event(3), event(4), event(3))
+    await eventually(lambda: hub.snapshot().held == 3)  # 2, 3, 4 held (3 twice: one hint)
+    gate.set()
+    await eventually(lambda: hub.head == 4)
+    assert send.frames == anon(1, 2, 3, 4)
+    assert hub.snapshot().held == 0
+
+
+async def test_a_rolled_back_id_is_skipped_once_the_catch_up_shows_it_never_committed(harness):
+    hub, layer, db = harness
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    await publish(layer, db, event(2))  # id 1 was rolled back: never committed, never published
+    await eventually(lambda: hub.head == 2)
+    await publish(layer, db, event(3))
+    await eventually(lambda: send.frames == anon(2, 3))
+    assert hub.stats["catch_ups"] == 1
+
+
+async def test_a_catch_up_reads_past_one_batch(harness, monkeypatch):
+    monkeypatch.setattr(hub_module, "CATCH_UP_BATCH", 3)
+    hub, layer, db = harness
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    db.commit(*(event(id) for id in range(1, 9)))
+    await publish(layer, db, event(9))
+    await eventually(lambda: hub.head == 9)
+    assert send.frames == anon(*range(1, 10))
+    assert [after for after, _ in db.fetches] == [0, 3, 6, 9]
+
+
+async def test_a_lost_last_message_is_found_by_the_tail_check(harness):
+    hub, layer, db = harness
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    db.commit(event(1))  # nothing follows it
+    await hub.check_tail()
+    await eventually(lambda: send.frames == anon(1))
+    assert hub.stats["tail_repairs"] == 1
+
+
+async def test_a_failed_catch_up_read_backs_off_and_retries(harness, monkeypatch, caplog):
+    monkeypatch.setattr(hub_module, "CATCH_UP_RETRY", 0.01)
+    monkeypatch.setattr(hub_module, "CATCH_UP_MAX_RETRY", 0.02)
+    hub, layer, db = harness
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    db.fail_fetches = 3
+    db.commit(event(1))
+    await publish(layer, db, event(2))
+    await eventually(lambda: send.frames == anon(1, 2))
+    assert hub.stats["catch_up_errors"] == 3
+    assert "retrying in 0.0s" in caplog.text  # 0.01, 0.02, then capped at 0.02
+
+
+async def test_beyond_the_hold_limit_hints_are_dropped_and_the_catch_up_reads_to_the_newest(harness, monkeypatch):
+    monkeypatch.setattr(hub_module, "MAX_HELD", 3)
+    hub, layer, db = harness
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    gate = asyncio.Event()
+    fetch = db.fetch_after
+
+    async def slow_fetch(after: int, limit: int) -> list[Event]:
+        await gate.wait()
+        return await fetch(after, limit)
+
+    hub._fetch_after = slow_fetch
+    db.commit(event(1))
+    await publish(layer, db, *(event(id) for id in range(2, 8)))
+    await eventually(lambda: hub.stats["held_dropped"] == 3)
+    assert hub.snapshot().held <= 3
+    gate.set()
+    await eventually(lambda: hub.head == 7)
+    assert send.frames == anon(*range(1, 8))  # nothing lost: the rows are the truth
+
+
+# -- failures that must not stop the hub -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not a dict",
+        {"type": "notifications.unknown"},
+        {"type": "notifications.event", "id": "7", "audience": "everyone", "user_frame": b"", "anon_frame": b""},
+        {"type": "notifications.event", "id": 7, "audience": "user", "target": None, "user_frame": b"",
+         "anon_frame": b""},
+        {"type": "notifications.event", "v": 99, "id": 7, "audience": "everyone", "user_frame": b"",
+         "anon_frame": b""},
+        {"type": "notifications.read", "user_id": 1},
+    ],
+)
+async def test_a_bad_message_is_logged_and_counted_and_the_loop_goes_on(harness, caplog, bad):
+    hub, layer, db = harness
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    layer.queue.put_nowait(bad)
+    await publish(layer, db, event(1))
+    await eventually(lambda: send.frames == anon(1))
+    assert hub.stats["bad_messages"] == 1
+    assert "bad channel-layer message" in caplog.text
+
+
+async def test_a_failing_receive_rejoins_and_catches_up(harness):
+    hub, layer, db = harness
+    layer.fail_receives = 2
+    await hub.start()
+    (send,) = live_streams(hub, 1)
+    db.commit(event(1))  # published while the layer was down
+    await eventually(lambda: send.frames == anon(1), timeout=5)
+    # the start, then one re-join per failure
+    await eventually(lambda: (hub.stats["layer_errors"], layer.joins) == (2, 3), timeout=5)
+    await publish(layer, db, event(2))
+    await eventually(lambda: send.frames == anon(1, 2))
+
+
+async def test_stop_logs_a_task_that_had_failed(harness, caplog):
+    hub, layer, db = harness
+
+    async def broken() -> int:
+        raise RuntimeError("tail read exploded")
+
+    await hub.start()
+    hub._spawn(broken(), "notifications-hub-test")  # type: ignore[arg-type]
+    await eventually(lambda: hub.stats["task_failures"] == 1)
+    assert "notifications-hub-test failed" in caplog.text
+    with caplog.at_level(logging.ERROR):
+        await hub.stop()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("notifications-hub")]
+
+
+# -- streams ---------------------------------------------------------------------------------------
+
+
+async def test_a_stream_replaying_collects_live_events_and_writes_them_after_its_replay(harness):
+    hub, layer, db = harness
+    await hub.start()
+    send = Recorder()
+    stream = hub.new_stream(Viewer(), send)
+    cursor, recent = hub.attach(stream, 0)
+    assert (cursor, recent) == (0, [])
+    await publish(layer, db, event(1), event(2))
+    await eventually(lambda: hub.head == 2)
+    assert send.frames == []  # replaying
+    assert hub.snapshot().replaying == 1
+    stream.go_live(b"replay+hello", 1)  # the replay covered id 1
+    assert send.frames == [b"replay+hello", b"anon 2"]
+
+
+async def test_pending_overflow_closes_the_stream_and_is_counted(harness, monkeypatch):
+    from notifications import stream as stream_module
+
+    monkeypatch.setattr(stream_module, "MAX_PENDING", 3)
+    hub, layer, db = harness
+    await hub.start()
+    send = Recorder()
+    stream = hub.new_stream(Viewer(), send)
+    hub.attach(stream, None)
+    await publish(layer, db, *(event(id) for id in range(1, 5)))
+    await eventually(lambda: hub.head == 4)
+    assert stream.closed
+    assert hub.snapshot().stats["dropped_pending"] == 1
+    stream.go_live(b"hello", 0)
+    assert send.frames == []  # the response ended; nothing more is written
+
+
+async def test_read_events_reach_only_that_users_live_streams(harness):
+    hub, layer, db = harness
+    await hub.start()
+    ann = live_streams(hub, 2, Viewer(user_id=7, username="ann"))
+    bob = live_streams(hub, 1, Viewer(user_id=8, username="bob"))
+    layer.queue.put_nowait(ReadEvent(7, b"read!").to_message())
+    await eventually(lambda: all(s.frames == [b"read!"] for s in ann))
+    assert bob[0].frames == []
+
+
+async def test_attach_reads_the_memory_window_in_the_same_step(harness):
+    hub, layer, db = harness
+    await hub.start()
+    live_streams(hub, 1)
+    await publish(layer, db, event(1), event(2, "user", 9), event(3))
+    await eventually(lambda: hub.head == 3)
+    cursor, recent = hub.attach(hub.new_stream(Viewer(), Recorder()), 1)
+    assert cursor == 3 and [e.id for e in recent or []] == [3]  # 2 is someone else's
+    assert hub.attach(hub.new_stream(Viewer(), Recorder()), None)[1] is None
+
+
+# -- fan-out in slices -----------------------------------------------------------------------------
+
+
+async def test_a_broadcast_larger_than_a_slice_reaches_every_stream_once_in_order(harness):
+    hub, layer, db = harness
+    await hub.start()
+    sends = live_streams(hub, 3 * FANOUT_SLICE + 5)
+    await publish(layer, db, event(1), event(2), event(3))
+    await eventually(lambda: hub.head == 3)
+    assert {tuple(s.frames) for s in sends} == {tuple(anon(1, 2, 3))}
+    assert hub.stats["deliveries"] == 3 * len(sends)
+
+
+async def test_a_fan_out_lets_other_work_run_between_slices(harness):
+    hub, layer, db = harness
+    await hub.start()
+    sends = live_streams(hub, 4 * FANOUT_SLICE)
+    reached: list[int] = []
+
+    async def meanwhile() -> None:
+        await eventually(lambda: any(s.frames for s in sends), interval=0)
+        reached.append(sum(1 for s in sends if s.frames))
+
+    watcher = asyncio.create_task(meanwhile())
+    await publish(layer, db, event(1))
+    await asyncio.wait_for(watcher, 5)
+    assert 0 < reached[0] < len(sends)  # ran while the broadcast was half written
+    await eventually(lambda: all(s.frames == anon(1) for s in sends))
+
+
+async def test_a_stream_that_attaches_mid_fan_out_gets_that_event_from_its_replay_not_twice(harness):
+    hub, layer, db = harness
+    await hub.start()
+    sends = live_streams(hub, 4 * FANOUT_SLICE)
+    late = Recorder()
+
+    async def attach_meanwhile() -> int:
+        await eventually(lambda: any(s.frames for s in sends), interval=0)
+        stream = hub.new_stream(Viewer(), late)
+        cursor, _ = hub.attach(stream, None)
+        stream.go_live(b"", cursor)  # its replay (empty here) covered everything up to the cursor
+        return cursor
+
+    attaching = asyncio.create_task(attach_meanwhile())
+    await publish(layer, db, event(1))
+    assert await asyncio.wait_for(attaching, 5) == 1  # id 1 is in its replay range...
+    await publish(layer, db, event(2))
+    await eventually(lambda: late.frames == anon(2))  # ...so the fan-out did not write it again
+
+
+async def test_targeted_events_go_only_to_their_audience_across_slices(harness):
+    hub, layer, db = harness
+    await hub.start()
+    mine = live_streams(hub, FANOUT_SLICE + 3, Viewer(user_id=7, username="ann", group_ids=frozenset({3})))
+    others = live_streams(hub, FANOUT_SLICE, Viewer(user_id=8, username="bob"))
+    await publish(layer, db, event(1, "user", 7), event(2, "group", 3), event(3))
+    await eventually(lambda: hub.head == 3)
+    assert all(s.frames == [b"user 1", b"user 2", b"user 3"] for s in mine)
+    assert all(s.frames == [b"user 3"] for s in others)
+
+
+# -- the memory window -----------------------------------------------------------------------------
+
+
+def test_the_window_is_capped_in_count_and_bytes():
+    window = Window(max_events=3, max_bytes=1000)
+    for id in range(1, 6):
+        window.add(event(id))
+    assert [e.id for e in window.after(Viewer(), 2) or []] == [3, 4, 5]
+    assert window.after(Viewer(), 1) is None  # id 2 is no longer held: the caller reads the database
+    big = b"x" * 600
+    window.add(Event(6, "everyone", None, big, big, b"r"))
+    assert [e.id for e in window.after(Viewer(), 5) or []] == [6]  # alone over the byte cap, still kept
+    assert window.after(Viewer(), 4) is None
+    assert window.after(Viewer(), 7) == []  # beyond head: nothing memory could know of
+
+
+def test_events_without_a_read_frame_empty_the_window():
+    window = Window()
+    window.add(event(1))
+    window.add(event(2, read=False))  # published by a process that does not encode read_frame
+    assert window.after(Viewer(), 0) is None
+    assert window.after(Viewer(), 2) == []

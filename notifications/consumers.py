@@ -21,15 +21,18 @@ from . import sse
 from .conf import app_settings
 from .fanout import Stream, get_hub
 from .models import Notification, StreamState, Viewer
-from .services import dumps, notification_frame
+from .services import dumps, notification_frame, reset_frame
 
 logger = logging.getLogger(__name__)
 
-STREAM_HEADERS = [
+#: A tuple, copied into each response: Channels' session middleware appends its
+#: ``Set-Cookie`` to the list a response carries, and a shared list would then send one
+#: viewer's cookie (or its deletion) to every later stream.
+STREAM_HEADERS = (
     (b"Content-Type", b"text/event-stream; charset=utf-8"),
     (b"Cache-Control", b"no-cache, no-store"),
     (b"X-Accel-Buffering", b"no"),
-]
+)
 
 
 class NotificationStreamConsumer(AsyncHttpConsumer):
@@ -88,7 +91,8 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
             await self._plain(400, str(exc))
             return
         user = self.scope.get("user")  # resolved already by AuthMiddleware
-        viewer = await _viewer(user) if user is not None and user.is_authenticated else Viewer()
+        session = self.scope.get("session")
+        viewer = await _viewer(user, session) if user is not None and user.is_authenticated else Viewer()
         if viewer.user_id is None and not app_settings.PUBLIC:
             await self._plain(403, "Sign in to receive notifications.")
             return
@@ -107,7 +111,7 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
             await self._plain(503, "Notifications are unavailable right now.", [(b"Retry-After", b"5")])
             return
 
-        await self.send_headers(status=200, headers=STREAM_HEADERS)
+        await self.send_headers(status=200, headers=list(STREAM_HEADERS))
         await self.send_body(sse.encode_retry(app_settings.RETRY_MS), more_body=True)
         # Subscribed before the replay query: whatever commits meanwhile is either in the
         # replay or arrives live, and go_live() drops what the replay already sent.
@@ -159,8 +163,8 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
 
 
 @database_sync_to_async
-def _viewer(user: Any) -> Viewer:
-    return Viewer.of(user)
+def _viewer(user: Any, session: Any) -> Viewer:
+    return Viewer.of(user, session_key=getattr(session, "session_key", None) if session is not None else None)
 
 
 @database_sync_to_async
@@ -215,5 +219,4 @@ def _still_there(viewer: Viewer, ids: list[int]) -> dict[int, bool]:
     return dict(rows)
 
 
-def _reset(reason: str, cursor: int) -> bytes:
-    return sse.encode_event(dumps({"reason": reason, "cursor": cursor}), event="reset", id=cursor)
+_reset = reset_frame

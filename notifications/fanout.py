@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import random
 import weakref
@@ -31,7 +32,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.sessions import InstanceSessionWrapper
 
-from . import servers, services, sse
+from . import identity, servers, services, sse
 from .conf import app_settings
 from .models import Notification, Viewer
 
@@ -465,6 +466,8 @@ class Hub:
         kind = message.get("type")
         if kind == services.EVENT_TYPE:
             await self._on_event(message)
+        elif kind == identity.IDENTITY_TYPE:
+            self.apply_identity(message)
         elif kind == services.READ_TYPE:
             frame = message["frame"]
             for stream in list(self._by_user.get(message["user_id"], ())):
@@ -510,6 +513,68 @@ class Hub:
             async for some in _slices(streams):
                 for stream in some:
                     stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame)
+
+    def apply_identity(self, message: dict[str, Any]) -> None:
+        """Follow a change Django reported (``identity``) on this process's streams of that user.
+
+        Sign-out ends the streams of that session; made inactive or deleted ends them all; a
+        password change ends those opened with the old password; a group change re-scopes them.
+        An ended stream's client reconnects and gets what its session now allows.
+        """
+        self.stats["identity_changes"] += 1
+        if "users" in message:
+            after = int(message["after"])
+            for user_id, group_ids in message["users"]:
+                for stream in list(self._by_user.get(user_id, ())):
+                    self._regroup(stream, frozenset(group_ids), after)
+            return
+        for stream in list(self._by_user.get(message["user_id"], ())):
+            viewer = stream.viewer
+            if (
+                message.get("end_all")
+                or ("end_session" in message and viewer.session == message["end_session"])
+                or ("auth" in message and viewer.auth != message["auth"])
+            ):
+                self.stats["identity_ends"] += 1
+                stream.close()
+                self.detach(stream)
+
+    def _regroup(self, stream: Stream, group_ids: frozenset[int], after: int) -> None:
+        """Give a stream its viewer's new groups; ``after`` is the newest id committed before the change.
+
+        Ids up to ``after`` were decided under the old groups correctly. If this hub already
+        decided a later id for a group just joined (the change's message arrived after it), the
+        stream cannot be given it in order: it gets ``reset`` and reloads its list instead.
+        """
+        old = stream.viewer.group_ids
+        if old == group_ids:
+            return
+        for group_id in old - group_ids:
+            _discard(self._by_group, group_id, stream)
+        for group_id in group_ids - old:
+            self._by_group[group_id].add(stream)
+        stream.viewer = dataclasses.replace(stream.viewer, group_ids=group_ids)
+        added = group_ids - old
+        if not added:
+            return
+        if not stream.live:  # its replay read the old groups: it reconnects and replays with the new ones
+            stream.close()
+            self.detach(stream)
+            return
+        if self.head > after and self._group_event_between(added, after, self.head) is not False:
+            self.stats["resets_membership"] += 1
+            stream.sent_through = max(stream.sent_through, self.head)
+            stream.write(services.reset_frame("membership", self.head))
+
+    def _group_event_between(self, group_ids: frozenset[int], low: int, high: int) -> bool | None:
+        """Whether an event for one of ``group_ids`` with an id in ``(low, high]`` was handed out;
+        None when the memory window does not reach back to ``low``."""
+        if low < self._recent_floor:
+            return None
+        return any(
+            low < event["id"] <= high and event["audience"] == "group" and event["target"] in group_ids
+            for event in self._recent
+        )
 
     def _schedule_catch_up(self) -> None:
         if not self._catching_up:

@@ -38,12 +38,15 @@ COUNTERS = [
     ("notifications_duplicates_dropped_total", "Events received again and dropped.", "duplicates_dropped"),
     ("notifications_tail_repairs_total", "Periodic newest-id checks that found a missing event.", "tail_repairs"),
     ("notifications_layer_errors_total", "Failed channel-layer receives (re-joined, then caught up).", "layer_errors"),
+    ("notifications_identity_changes_total", "Sign-outs, password, active and group changes received.",
+     "identity_changes"),
+    ("notifications_identity_ends_total", "Streams ended because their user's identity changed.", "identity_ends"),
 ]
 #: Hub.stats keys ``<prefix><reason>`` exported as one counter with a ``reason`` label (the
 #: reasons listed are always exported, at 0 until they happen).
 LABELLED = [
     ("notifications_resets_total", "Streams answered with event: reset, by reason.", "resets_",
-     ("expired", "too_many")),
+     ("expired", "too_many", "membership")),
     ("notifications_streams_dropped_total", "Streams the server closed because the client fell behind.",
      "dropped_", ("unread_buffer", "outbox", "pending")),
 ]

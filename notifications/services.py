@@ -41,6 +41,11 @@ def notification_frame(notification: Notification, *, read: bool | None) -> byte
     return sse.encode_event(dumps(notification.payload(read=read)), event="notification", id=notification.id)
 
 
+def reset_frame(reason: str, cursor: int) -> bytes:
+    """``event: reset``: the client reloads its list from the API; ``id`` moves its cursor."""
+    return sse.encode_event(dumps({"reason": reason, "cursor": cursor}), event="reset", id=cursor)
+
+
 def event_message(notification: Notification) -> dict[str, Any]:
     """The channel-layer message for a new notification: frames encoded once, here."""
     return {

@@ -1,4 +1,4 @@
-"""AppConfig: registers the system checks; nothing else runs at startup."""
+"""AppConfig: registers the system checks and the identity-change receivers; nothing else runs at startup."""
 
 from __future__ import annotations
 
@@ -16,3 +16,7 @@ class NotificationsConfig(AppConfig):
 
         checks.register(check_settings, "notifications")
         checks.register(check_channel_layer, "notifications")
+
+        from . import identity
+
+        identity.connect()

@@ -27,11 +27,14 @@ from .stream import Stream
 
 logger = logging.getLogger(__name__)
 
-STREAM_HEADERS = [
+#: A tuple, copied into each response: Channels' session middleware appends its
+#: ``Set-Cookie`` to the list a response carries, and a shared list would then send one
+#: viewer's cookie (or its deletion) to every later stream.
+STREAM_HEADERS = (
     (b"Content-Type", b"text/event-stream; charset=utf-8"),
     (b"Cache-Control", b"no-cache, no-store"),
     (b"X-Accel-Buffering", b"no"),
-]
+)
 
 
 class NotificationStreamConsumer(AsyncHttpConsumer):
@@ -87,7 +90,8 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
             await self._plain(400, str(exc))
             return
         user = self.scope.get("user")  # resolved already by AuthMiddleware
-        viewer = await _viewer(user) if user is not None and user.is_authenticated else Viewer()
+        session = self.scope.get("session")
+        viewer = await _viewer(user, session) if user is not None and user.is_authenticated else Viewer()
         if viewer.user_id is None and not app_settings.PUBLIC:
             await self._plain(403, "Sign in to receive notifications.")
             return
@@ -149,5 +153,5 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
 
 
 @database_sync_to_async
-def _viewer(user: Any) -> Viewer:
-    return Viewer.of(user)
+def _viewer(user: Any, session: Any) -> Viewer:
+    return Viewer.of(user, session_key=getattr(session, "session_key", None) if session is not None else None)

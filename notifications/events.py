@@ -21,11 +21,15 @@ EVENTS_GROUP = "notifications.events"
 #: Channel-layer message types (Channels routes on ``type``).
 EVENT_TYPE = "notifications.event"
 READ_TYPE = "notifications.read"
+IDENTITY_TYPE = "notifications.identity"
 #: The message format's version. A message without ``v`` is version 1 (sent before the field existed).
 VERSION = 1
 #: ``reset`` reasons (SPEC §6): more missed than ``NOTIFICATIONS_REPLAY_LIMIT``, or older than what is kept.
 TOO_MANY = "too_many"
 EXPIRED = "expired"
+#: ...and: a group was joined after this stream was handed one of its notices under the old
+#: membership (``identity``), so the client reloads its list rather than miss it.
+MEMBERSHIP = "membership"
 AUDIENCES = frozenset({"everyone", "group", "user"})
 
 
@@ -173,7 +177,63 @@ class ReadEvent:
         return cls(_field(message, "user_id", int), _field(message, "frame", bytes))
 
 
-def parse(message: Any) -> Event | ReadEvent:
+@dataclass(frozen=True, slots=True)
+class IdentityChange:
+    """Django said who a user is changed (``identity``): what their open streams must follow.
+
+    Exactly one of: ``end_all`` (made inactive, deleted); ``end_session`` (a digest of the
+    session key that signed out); ``auth`` (the digest of the user's session auth hash now:
+    streams opened under another one end); ``groups`` (each user's group ids now, with
+    ``after``, the newest notification id committed before the change).
+    """
+
+    user_id: int | None = None
+    end_all: bool = False
+    end_session: str | None = None
+    auth: str | None = None
+    groups: tuple[tuple[int, frozenset[int]], ...] = ()
+    after: int = 0
+
+    def to_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": IDENTITY_TYPE, "v": VERSION}
+        if self.groups:
+            # Pairs, not a dict: msgpack (channels-redis) refuses integer map keys by default.
+            message["groups"] = [[user_id, sorted(group_ids)] for user_id, group_ids in self.groups]
+            message["after"] = self.after
+            return message
+        message["user_id"] = self.user_id
+        if self.end_all:
+            message["end_all"] = True
+        elif self.end_session is not None:
+            message["end_session"] = self.end_session
+        else:
+            message["auth"] = self.auth
+        return message
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> IdentityChange:
+        _check_version(message)
+        if "groups" in message:
+            pairs = message["groups"]
+            if not isinstance(pairs, list | tuple):
+                raise BadMessage(f"identity message: 'groups' must be a list, got {pairs!r:.80}")
+            groups = []
+            for pair in pairs:
+                try:
+                    user_id, group_ids = pair
+                    groups.append((int(user_id), frozenset(int(g) for g in group_ids)))
+                except (TypeError, ValueError):
+                    raise BadMessage(f"identity message: bad 'groups' entry {pair!r:.80}") from None
+            return cls(groups=tuple(groups), after=_field(message, "after", int))
+        user_id = _field(message, "user_id", int)
+        if message.get("end_all") is True:
+            return cls(user_id=user_id, end_all=True)
+        if "end_session" in message:
+            return cls(user_id=user_id, end_session=_field(message, "end_session", str))
+        return cls(user_id=user_id, auth=_field(message, "auth", str))
+
+
+def parse(message: Any) -> Event | ReadEvent | IdentityChange:
     """The typed form of a channel-layer message; ``BadMessage`` for anything else."""
     if not isinstance(message, dict):
         raise BadMessage(f"a channel-layer message must be a dict, got {type(message).__name__}")
@@ -182,4 +242,6 @@ def parse(message: Any) -> Event | ReadEvent:
         return Event.from_message(message)
     if kind == READ_TYPE:
         return ReadEvent.from_message(message)
+    if kind == IDENTITY_TYPE:
+        return IdentityChange.from_message(message)
     raise BadMessage(f"unknown message type {kind!r:.80}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
@@ -34,7 +35,7 @@ from channels.layers import get_channel_layer
 
 from . import servers, sse
 from .conf import app_settings
-from .events import EVENTS_GROUP, BadMessage, Event, ReadEvent, parse
+from .events import EVENTS_GROUP, MEMBERSHIP, BadMessage, Event, IdentityChange, ReadEvent, parse, reset_frame
 from .models import Notification, Viewer
 from .stream import Stream
 from .window import Window
@@ -305,8 +306,10 @@ class Hub:
         try:
             if isinstance(item, Event):
                 await self._on_event(item)
-            else:
+            elif isinstance(item, ReadEvent):
                 self._on_read(item)
+            else:
+                self.apply_identity(item)
         except Exception:
             # Whatever went wrong, the rows are the truth: count it and repair from the database.
             self.stats["bad_messages"] += 1
@@ -316,6 +319,57 @@ class Hub:
     def _on_read(self, item: ReadEvent) -> None:
         for stream in list(self._by_user.get(item.user_id, ())):
             stream.push(item.frame)
+
+    def apply_identity(self, change: IdentityChange) -> None:
+        """Follow a change Django reported (``identity``) on this process's streams of that user.
+
+        Sign-out ends the streams of that session; made inactive or deleted ends them all; a
+        password change ends those opened under the old password; a group change re-scopes
+        them. An ended stream's client reconnects and gets what its session now allows.
+        """
+        self.stats["identity_changes"] += 1
+        for user_id, group_ids in change.groups:
+            for stream in list(self._by_user.get(user_id, ())):
+                self._regroup(stream, group_ids, change.after)
+        if change.user_id is None:
+            return
+        for stream in list(self._by_user.get(change.user_id, ())):
+            viewer = stream.viewer
+            if (
+                change.end_all
+                or (change.end_session is not None and viewer.session == change.end_session)
+                or (change.auth is not None and viewer.auth != change.auth)
+            ):
+                self.stats["identity_ends"] += 1
+                stream.close()
+                self.detach(stream)
+
+    def _regroup(self, stream: Stream, group_ids: frozenset[int], after: int) -> None:
+        """Give a stream its viewer's new groups; ``after`` is the newest id committed before the change.
+
+        Ids up to ``after`` were decided under the old groups, correctly. If this hub already
+        decided a later id of a group just joined under the old ones (the change's message
+        came after it), the stream cannot be given it in order: it gets ``reset`` (reason
+        ``membership``) and reloads its list instead of passing a notice it may now see.
+        """
+        old = stream.viewer.group_ids
+        if old == group_ids:
+            return
+        for group_id in old - group_ids:
+            _discard(self._by_group, group_id, stream)
+        for group_id in group_ids - old:
+            self._by_group[group_id].add(stream)
+        stream.viewer = dataclasses.replace(stream.viewer, group_ids=group_ids)
+        added = group_ids - old
+        if not added:
+            return
+        if not stream.live:  # its replay read the old groups: it reconnects and replays with the new ones
+            stream.close()
+            self.detach(stream)
+            return
+        if self.head > after and self.window.any_for_groups(added, after, self.head) is not False:
+            self.stats[f"resets_{MEMBERSHIP}"] += 1
+            stream.reset(reset_frame(MEMBERSHIP, self.head), self.head)
 
     async def _on_event(self, event: Event) -> None:
         if event.id <= self.head:

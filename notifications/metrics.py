@@ -54,6 +54,9 @@ COUNTERS = [
     ("notifications_catch_up_errors_total", "Failed catch-up reads (retried with backoff).", "catch_up_errors"),
     ("notifications_task_failures_total", "Hub background tasks that ended with an exception (logged).",
      "task_failures"),
+    ("notifications_identity_changes_total", "Sign-outs, password, active and group changes received.",
+     "identity_changes"),
+    ("notifications_identity_ends_total", "Streams ended because their user's identity changed.", "identity_ends"),
 ]
 #: ``servers.Capabilities`` flags, exported as ``notifications_capability{name="..."}`` 0 or 1.
 CAPABILITIES = ("slow_client_cutoff", "abort", "shutdown_hook")
@@ -61,7 +64,7 @@ CAPABILITIES = ("slow_client_cutoff", "abort", "shutdown_hook")
 #: reasons listed are always exported, at 0 until they happen).
 LABELLED = [
     ("notifications_resets_total", "Streams answered with event: reset, by reason.", "resets_",
-     ("expired", "too_many")),
+     ("expired", "too_many", "membership")),
     ("notifications_streams_dropped_total", "Streams the server closed because the client fell behind.",
      "dropped_", ("unread_buffer", "outbox", "pending")),
 ]

@@ -53,22 +53,31 @@ class Viewer:
     username: str | None = None
     group_ids: frozenset[int] = frozenset()
     is_staff: bool = False
+    #: Digests (``identity.digest``) of the session key and of the user's session auth hash,
+    #: so that a sign-out or a password change can end this viewer's open streams.
+    session: str | None = None
+    auth: str | None = None
 
     @property
     def is_authenticated(self) -> bool:
         return self.user_id is not None
 
     @classmethod
-    def of(cls, user: AbstractBaseUser | AnonymousUser | None) -> Viewer:
-        """Build from a Django user (runs one query for the user's groups)."""
+    def of(cls, user: AbstractBaseUser | AnonymousUser | None, *, session_key: str | None = None) -> Viewer:
+        """Build from a Django user (runs one query for the user's groups, if the model has groups)."""
         if user is None or not user.is_authenticated:
             return cls()
-        group_ids = frozenset(user.groups.values_list("pk", flat=True))  # type: ignore[union-attr,attr-defined]
+        from .identity import auth_digest, digest
+
+        groups = getattr(user, "groups", None)
+        group_ids = frozenset(groups.values_list("pk", flat=True)) if groups is not None else frozenset()
         return cls(
             user_id=user.pk,
             username=user.get_username(),
             group_ids=group_ids,
             is_staff=bool(getattr(user, "is_staff", False)),
+            session=digest(session_key) if session_key else None,
+            auth=auth_digest(user),  # type: ignore[arg-type]
         )
 
     def may_see(self, audience: str, target: int | None) -> bool:

@@ -10,7 +10,7 @@ import asyncio
 import collections
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import servers, sse
@@ -76,9 +76,14 @@ class Stream:
     def live(self) -> bool:
         return self._pending is None
 
-    async def open(self, headers: list[tuple[bytes, bytes]], retry_ms: int) -> None:
-        """``200`` with ``headers`` (through the consumer's send: the session middleware sees it), then ``retry:``."""
-        await self._start_send({"type": "http.response.start", "status": 200, "headers": headers})
+    async def open(self, headers: Iterable[tuple[bytes, bytes]], retry_ms: int) -> None:
+        """``200`` with ``headers`` (through the consumer's send: the session middleware sees it), then ``retry:``.
+
+        The message gets a list of its own: Channels' session middleware appends its
+        ``Set-Cookie`` to it, and a list shared between responses would carry one viewer's
+        cookie (or its deletion) to every later stream.
+        """
+        await self._start_send({"type": "http.response.start", "status": 200, "headers": list(headers)})
         self._write(sse.encode_retry(retry_ms))
 
     def deliver(self, id: int, frame: bytes) -> None:
@@ -109,6 +114,11 @@ class Stream:
         """An unnumbered frame (``: ping``, ``event: read``): written only once the stream is live."""
         if self._pending is None:
             self._write(frame)
+
+    def reset(self, frame: bytes, through: int) -> None:
+        """Write ``event: reset`` (its cursor ``through``) to a live stream; ids up to it are not written after it."""
+        self.sent_through = max(self.sent_through, through)
+        self._write(frame)
 
     def expire_after(self, seconds: float) -> None:
         """Close the stream after ``seconds`` ±10 % so that clients spread over processes."""

@@ -73,3 +73,13 @@ class Window:
                 missed.append(event)
         missed.reverse()
         return missed
+
+    def any_for_groups(self, group_ids: frozenset[int], low: int, high: int) -> bool | None:
+        """Whether an event for one of ``group_ids`` with an id in ``(low, high]`` was handed out;
+        None when memory does not reach back to ``low``."""
+        if low < self.floor:
+            return None
+        return any(
+            low < event.id <= high and event.audience == "group" and event.target in group_ids
+            for event in self._events
+        )

@@ -435,3 +435,131 @@ def test_events_without_a_read_frame_empty_the_window():
     window.add(event(2, read=False))  # published by a process that does not encode read_frame
     assert window.after(Viewer(), 0) is None
     assert window.after(Viewer(), 2) == []
+
+
+# -- identity changes (issue 12 rows 1 and 2) ----------------------------------------------------
+
+
+def user_streams(hub: Hub, viewer: Viewer, count: int = 1, *, live: bool = True) -> list[tuple[Any, Recorder]]:
+    out = []
+    for _ in range(count):
+        send = Recorder()
+        stream = hub.new_stream(viewer, send)
+        cursor, _ = hub.attach(stream)
+        if live:
+            stream.go_live(b"", cursor)
+        out.append((stream, send))
+    return out
+
+
+ALICE = Viewer(user_id=7, username="alice", group_ids=frozenset({1}), session="s-one", auth="a-one")
+
+
+async def test_joining_a_group_delivers_its_events_from_then_on(harness):
+    from notifications.events import IdentityChange
+
+    hub, layer, db = harness
+    await hub.start()
+    [(stream, send)] = user_streams(hub, ALICE)
+    await hub.handle(IdentityChange(groups=((7, frozenset({1, 2})),), after=0).to_message())
+    await publish(layer, db, event(1, "group", 2))
+    await eventually(lambda: send.frames == [b"user 1"])
+    assert stream.viewer.group_ids == {1, 2}
+
+
+async def test_a_group_event_decided_before_the_join_message_arrived_resets_the_stream(harness):
+    """The join committed before id 1 (after=0), but the hub handed id 1 out under the old groups."""
+    from notifications.events import IdentityChange
+
+    hub, layer, db = harness
+    await hub.start()
+    [(stream, send)] = user_streams(hub, ALICE)
+    await publish(layer, db, event(1, "group", 2), event(2))
+    await eventually(lambda: send.frames == [b"user 2"])
+    await hub.handle(IdentityChange(groups=((7, frozenset({1, 2})),), after=0).to_message())
+    assert b"event: reset" in send.frames[-1] and b'"reason":"membership"' in send.frames[-1]
+    assert b"id: 2" in send.frames[-1]
+    assert hub.snapshot().stats["resets_membership"] == 1
+
+
+async def test_a_join_after_every_event_it_could_concern_needs_no_reset(harness):
+    from notifications.events import IdentityChange
+
+    hub, layer, db = harness
+    await hub.start()
+    [(stream, send)] = user_streams(hub, ALICE)
+    await publish(layer, db, event(1, "group", 2), event(2))
+    await eventually(lambda: send.frames == [b"user 2"])
+    await hub.handle(IdentityChange(groups=((7, frozenset({1, 2})),), after=2).to_message())
+    assert send.frames == [b"user 2"]
+
+
+async def test_leaving_a_group_stops_its_events_and_keeps_the_stream(harness):
+    from notifications.events import IdentityChange
+
+    hub, layer, db = harness
+    await hub.start()
+    [(stream, send)] = user_streams(hub, ALICE)
+    await hub.handle(IdentityChange(groups=((7, frozenset()),), after=0).to_message())
+    await publish(layer, db, event(1, "group", 1), event(2))
+    await eventually(lambda: send.frames == [b"user 2"])
+    assert not stream.closed and hub.snapshot().groups == 0
+
+
+async def test_a_stream_still_replaying_when_its_groups_grow_is_ended_to_replay_again(harness):
+    from notifications.events import IdentityChange
+
+    hub, _, _ = harness
+    await hub.start()
+    [(stream, _send)] = user_streams(hub, ALICE, live=False)
+    await hub.handle(IdentityChange(groups=((7, frozenset({1, 2})),), after=0).to_message())
+    assert stream.closed and stream not in hub.streams
+
+
+async def test_sign_out_ends_only_that_sessions_streams(harness):
+    from notifications.events import IdentityChange
+
+    hub, _, _ = harness
+    await hub.start()
+    [(mine, _)] = user_streams(hub, ALICE)
+    [(other, _)] = user_streams(hub, Viewer(user_id=7, username="alice", session="s-two", auth="a-one"))
+    await hub.handle(IdentityChange(user_id=7, end_session="s-one").to_message())
+    assert mine.closed and not other.closed
+    assert hub.streams_of_user(7) == 1
+
+
+async def test_password_change_ends_streams_opened_under_the_old_one(harness):
+    from notifications.events import IdentityChange
+
+    hub, _, _ = harness
+    await hub.start()
+    [(old, _)] = user_streams(hub, ALICE)
+    [(new, _)] = user_streams(hub, Viewer(user_id=7, username="alice", session="s-three", auth="a-two"))
+    [(bob, _)] = user_streams(hub, Viewer(user_id=8, username="bob", auth="b"))
+    await hub.handle(IdentityChange(user_id=7, auth="a-two").to_message())
+    assert old.closed and not new.closed and not bob.closed
+
+
+async def test_inactive_or_deleted_ends_every_stream_of_the_user(harness):
+    from notifications.events import IdentityChange
+
+    hub, _, _ = harness
+    await hub.start()
+    streams = user_streams(hub, ALICE, 3)
+    await hub.handle(IdentityChange(user_id=7, end_all=True).to_message())
+    assert all(stream.closed for stream, _ in streams) and hub.streams_of_user(7) == 0
+    assert hub.snapshot().stats["identity_ends"] == 3
+
+
+@pytest.mark.parametrize("message", [
+    {"type": "notifications.identity", "groups": "nope", "after": 1},
+    {"type": "notifications.identity", "groups": [[1]], "after": 1},
+    {"type": "notifications.identity", "user_id": "7", "end_all": True},
+    {"type": "notifications.identity", "user_id": 7},
+])
+async def test_a_bad_identity_message_is_counted_and_ends_nothing(harness, message):
+    hub, _, _ = harness
+    await hub.start()
+    [(stream, _)] = user_streams(hub, ALICE)
+    await hub.handle(message)
+    assert not stream.closed and hub.snapshot().stats["bad_messages"] == 1

@@ -402,10 +402,12 @@ async def test_replay_by_last_event_id_sends_exactly_what_was_missed(site: Site)
     async with signed_in(site, "alice@example.com") as alice, SSEClient(
         alice, "/notifications/stream/", headers={"Last-Event-ID": str(first)}
     ) as stream:
-        await stream.read_until(lambda s: s.of_type("hello"))
+        # The hub learns of notices sent from another process within its 2 s tail check (the
+        # in-memory layer does not cross processes): some may come right after hello, live.
+        await stream.read_until(lambda s: fourth in s.notification_ids(), timeout=15)
+        await stream.drain(0.5)
         assert stream.notification_ids() == [second, fourth]
         assert third not in stream.notification_ids()
-        assert hello(stream)["cursor"] >= fourth
 
 
 async def test_the_widget_renders_on_the_sites_own_template(site: Site) -> None:

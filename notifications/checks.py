@@ -78,6 +78,14 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 id="notifications.E007",
             )
         )
+    slow = _value("NOTIFICATIONS_SLOW_CLIENT_TIMEOUT")
+    if not _is_number(slow) or slow <= 0:
+        errors.append(
+            Error(
+                f"NOTIFICATIONS_SLOW_CLIENT_TIMEOUT must be a positive number of seconds, got {slow!r}.",
+                id="notifications.E009",
+            )
+        )
     token = _value("NOTIFICATIONS_METRICS_TOKEN")
     if token is not None and (not isinstance(token, str) or not token or token != token.strip()):
         errors.append(

@@ -15,6 +15,7 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_RETENTION_DAYS": 30,
     "NOTIFICATIONS_MAX_STREAMS_PER_USER": 20,
     "NOTIFICATIONS_METRICS_TOKEN": None,
+    "NOTIFICATIONS_SLOW_CLIENT_TIMEOUT": 10,
 }
 
 
@@ -58,6 +59,11 @@ class Settings:
     def MAX_STREAMS_PER_USER(self) -> int:
         """Open streams one signed-in user may hold in one process; one more gets 429."""
         return int(setting("NOTIFICATIONS_MAX_STREAMS_PER_USER"))
+
+    @property
+    def SLOW_CLIENT_TIMEOUT(self) -> float:
+        """Seconds a client with over 1 MiB unsent may read nothing before its stream is dropped."""
+        return float(setting("NOTIFICATIONS_SLOW_CLIENT_TIMEOUT"))
 
     @property
     def METRICS_TOKEN(self) -> str | None:

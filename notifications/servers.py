@@ -35,8 +35,9 @@ class Capabilities:
 
     #: The server, as far as its ``send`` tells: ``daphne``, ``uvicorn`` or ``unknown``.
     server: str
-    #: A client that stops reading is cut off past ``stream.MAX_BUFFERED_BYTES`` (daphne's
-    #: transport shows its buffer) or ``stream.MAX_OUTBOX`` frames (a server whose send waits).
+    #: A client that stops reading is cut off (``stream.WATCH_BYTES`` unsent and nothing read
+    #: for ``NOTIFICATIONS_SLOW_CLIENT_TIMEOUT``): daphne's transport shows its buffer, and a
+    #: server whose send waits shows it by waiting.
     slow_client_cutoff: bool
     #: ``abort()`` can drop a connection at once.
     abort: bool

@@ -15,20 +15,22 @@ from typing import Any
 
 from . import servers, sse
 from .asgi_send import Resume, Send, body_send, run_eagerly
+from .conf import app_settings
 from .models import Viewer
 
 logger = logging.getLogger(__name__)
 
-#: Frames one stream may have queued behind a send that has not finished (a client that
-#: does not read, on a server with flow control, e.g. uvicorn); past that the connection
-#: is aborted (``servers.abort``) and the client, if it comes back, replays.
-MAX_OUTBOX = 1000
 #: Events a stream may collect while it replays before it counts as fallen behind.
 MAX_PENDING = 10_000
-#: Bytes a stream may have waiting in the server's write buffer (daphne/Twisted buffers
-#: without limit for a client that does not read); past that the connection is aborted and
-#: the client, when it comes back, replays from its Last-Event-ID.
-MAX_BUFFERED_BYTES = 1 << 20
+#: The slow-client rule measures the client, not the burst. Unsent bytes are those in daphne's
+#: write buffer (Twisted buffers without limit for a client that does not read) or queued
+#: behind a send that waits (uvicorn's flow control). Past ``WATCH_BYTES`` the stream is
+#: watched: if the client then takes nothing for ``NOTIFICATIONS_SLOW_CLIENT_TIMEOUT`` seconds
+#: its connection is aborted and the client, when it comes back, replays from its
+#: Last-Event-ID. A client that keeps reading is never dropped by a burst, however large,
+#: up to ``MAX_UNSENT_BYTES``: the memory one stream may hold, reading or not.
+WATCH_BYTES = 1 << 20
+MAX_UNSENT_BYTES = 64 << 20
 
 
 def _ignore(reason: str) -> None:
@@ -46,7 +48,7 @@ class Stream:
 
     __slots__ = (
         "viewer", "_start_send", "_send", "sent_through", "_pending", "_outbox", "closed", "_timer", "_transport",
-        "_on_drop", "_drainer", "__weakref__",
+        "_on_drop", "_drainer", "_written", "_outbox_bytes", "_watch", "_mark", "__weakref__",
     )
 
     def __init__(self, viewer: Viewer, send: Send, *, on_drop: Callable[[str], None] = _ignore) -> None:
@@ -66,6 +68,12 @@ class Stream:
         #: Called with ``"pending"``, ``"outbox"`` or ``"unread_buffer"`` when the stream drops its client.
         self._on_drop = on_drop
         self._drainer: asyncio.Task[None] | None = None
+        #: Body bytes handed to the server or queued for it; minus the unsent ones, what the client took.
+        self._written = 0
+        self._outbox_bytes = 0
+        #: While unsent bytes are past ``WATCH_BYTES``: the check due, and what the client had taken then.
+        self._watch: asyncio.TimerHandle | None = None
+        self._mark = 0
 
     @property
     def server_send(self) -> Send:
@@ -126,10 +134,11 @@ class Stream:
         self._timer = asyncio.get_running_loop().call_later(delay, self.close)
 
     def release(self) -> None:
-        """The response is over (the client left): write nothing more, forget the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """The response is over (the client left): write nothing more, forget the timers."""
+        for timer in (self._timer, self._watch):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._watch = None
         self.closed = True
 
     def close(self) -> None:
@@ -137,10 +146,12 @@ class Stream:
         self._write(b"", more_body=False)
 
     def end_for_shutdown(self) -> None:
-        """``close()``, except for a stream whose send waits for a client that stopped reading:
-        its last chunk would wait behind that send and hold up the server's shutdown, so the
-        connection is dropped instead (the client replays from its Last-Event-ID)."""
-        if self._outbox is not None and not self.closed and servers.abort(self._send):
+        """``close()``, except for a stream whose client is not taking what it was sent (a send
+        that waits, or more than ``WATCH_BYTES`` unsent): its last chunk would wait behind
+        that and hold up the server's shutdown, so the connection is dropped instead (the
+        client replays from its Last-Event-ID)."""
+        behind = self._outbox is not None or self._unsent() > WATCH_BYTES
+        if behind and not self.closed and servers.abort(self._send):
             self.closed = True
         else:
             self.close()
@@ -160,17 +171,11 @@ class Stream:
         message = {"type": "http.response.body", "body": body, "more_body": more_body}
         if not more_body:
             self.closed = True
+        self._written += len(body)
         if self._outbox is not None:
-            if len(self._outbox) >= MAX_OUTBOX:
-                logger.warning("Dropping a stream that does not read (%d frames queued).", len(self._outbox))
-                self._drop("outbox")
-                self._outbox.clear()
-                self.closed = True
-                if servers.abort(self._send):  # the blocked send returns once the server sees it
-                    return
-                # Unknown server: end the response after the send that waits, if it ever returns.
-                message = {"type": "http.response.body", "body": b"", "more_body": False}
             self._outbox.append(message)
+            self._outbox_bytes += len(body)
+            self._check_unsent()
             return
         try:
             rest = run_eagerly(self._send(message))
@@ -182,31 +187,72 @@ class Stream:
             self._outbox = collections.deque()
             self._drainer = asyncio.get_running_loop().create_task(self._drain(rest), name="notifications-stream-drain")
         elif self._transport is not None and self._transport.producerPaused:
-            self._check_buffer()
+            self._check_unsent()
 
-    def _check_buffer(self) -> None:
-        """Abort a connection whose unread bytes exceed ``MAX_BUFFERED_BYTES``.
-
-        Daphne's send never waits: Twisted queues every write in memory and only tells its
-        producer to pause (``producerPaused``, past 64 KiB). A client that never reads would
-        grow the process without bound, so it is cut off; ``http.disconnect`` then detaches it.
-        """
+    def _unsent(self) -> int:
+        """Bytes written that the client has not taken yet (as far as this server shows)."""
+        if self._outbox is not None:
+            return self._outbox_bytes
         transport = self._transport
-        buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        if buffered > MAX_BUFFERED_BYTES:
-            logger.warning("Dropping a stream that does not read (%d bytes unsent).", buffered)
-            self._drop("unread_buffer")
-            self.closed = True
-            transport.abortConnection()
+        if transport is None:
+            return 0
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+    def _check_unsent(self) -> None:
+        """After a write that left bytes unsent: drop past ``MAX_UNSENT_BYTES``, watch past ``WATCH_BYTES``."""
+        unsent = self._unsent()
+        if unsent > MAX_UNSENT_BYTES:
+            self._cut(f"{unsent} bytes unsent")
+        elif unsent > WATCH_BYTES and self._watch is None and not self.closed:
+            self._mark = self._written - unsent
+            self._watch = asyncio.get_running_loop().call_later(app_settings.SLOW_CLIENT_TIMEOUT, self._check_progress)
+
+    def _check_progress(self) -> None:
+        """The watch is due: a client that took bytes since it began is watched on; one that took none is cut off."""
+        self._watch = None
+        if self.closed:
+            return
+        unsent = self._unsent()
+        if unsent <= WATCH_BYTES:
+            return  # caught up
+        taken = self._written - unsent
+        if taken > self._mark:
+            self._mark = taken
+            self._watch = asyncio.get_running_loop().call_later(app_settings.SLOW_CLIENT_TIMEOUT, self._check_progress)
+            return
+        self._cut(f"{unsent} bytes unsent, none read for {app_settings.SLOW_CLIENT_TIMEOUT:g}s")
+
+    def _cut(self, why: str) -> None:
+        """Abort the connection of a client that does not read; ``http.disconnect`` then detaches it."""
+        outbox = self._outbox is not None
+        logger.warning("Dropping a stream that does not read (%s).", why)
+        self._drop("outbox" if outbox else "unread_buffer")
+        self.closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        if not outbox:
+            if self._transport is not None:
+                self._transport.abortConnection()
+            return
+        assert self._outbox is not None
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        if not servers.abort(self._send):  # the blocked send returns once the server sees it
+            # Unknown server: end the response after the send that waits, if it ever returns.
+            self._outbox.append({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _drain(self, first: Resume) -> None:
         try:
             await first
             while self._outbox:
-                await self._send(self._outbox.popleft())
+                message = self._outbox.popleft()
+                self._outbox_bytes -= len(message["body"])
+                await self._send(message)
         except Exception:  # a server may raise on a closed connection (ASGI 2.4)
             logger.debug("send failed while draining", exc_info=True)
             self.closed = True
         finally:
             self._outbox = None
+            self._outbox_bytes = 0
             self._drainer = None

@@ -28,6 +28,8 @@ def test_defaults_pass(settings):
         ("NOTIFICATIONS_RETENTION_DAYS", 0, "notifications.E006"),
         ("NOTIFICATIONS_MAX_STREAMS_PER_USER", 0, "notifications.E007"),
         ("NOTIFICATIONS_MAX_STREAMS_PER_USER", True, "notifications.E007"),
+        ("NOTIFICATIONS_SLOW_CLIENT_TIMEOUT", 0, "notifications.E009"),
+        ("NOTIFICATIONS_SLOW_CLIENT_TIMEOUT", "10", "notifications.E009"),
     ],
 )
 def test_bad_value_gets_its_error(settings, name, value, check_id):

@@ -172,8 +172,9 @@ async def test_replays_and_resets_are_counted(fresh_hub, settings):
     assert after[key] - before[key] == 1
 
 
-async def test_a_stream_that_cannot_keep_up_is_dropped_and_counted():
+async def test_a_stream_that_cannot_keep_up_is_dropped_and_counted(settings):
     """A server whose send waits (flow control) and a client that never reads: bounded."""
+    settings.NOTIFICATIONS_SLOW_CLIENT_TIMEOUT = 0.05
     hub = get_hub()
     gate = asyncio.Event()
     sent: list[dict] = []
@@ -186,9 +187,10 @@ async def test_a_stream_that_cannot_keep_up_is_dropped_and_counted():
     hub.attach(stream)
     stream.go_live(b"", 0)
     before = hub.stats["dropped_outbox"]
-    for i in range(1, stream_module.MAX_OUTBOX + 10):
-        stream.deliver(i, b"data: x\n\n")
-    assert stream.closed
+    frame = b"data: " + b"x" * 1000 + b"\n\n"
+    for i in range(1, stream_module.WATCH_BYTES // len(frame) + 10):
+        stream.deliver(i, frame)
+    await eventually(lambda: stream.closed, what="the stalled stream is dropped")
     assert hub.snapshot().stats["dropped_outbox"] == before + 1
     gate.set()
     await eventually(lambda: sent and sent[-1]["more_body"] is False, what="the queued frames drain")

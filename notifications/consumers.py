@@ -21,6 +21,7 @@ from channels.generic.http import AsyncHttpConsumer
 from . import replay, sse
 from .conf import app_settings
 from .events import hello_frame
+from .guard import IDENTITY_MARK
 from .hub import get_hub
 from .models import Viewer
 from .stream import Stream
@@ -91,11 +92,14 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
             return
         user = self.scope.get("user")  # resolved already by AuthMiddleware
         session = self.scope.get("session")
+        hub = get_hub()
+        # Taken by the guard before the user was resolved; a change to this user from then to
+        # attach() ends the stream below.
+        mark = self.scope.get(IDENTITY_MARK, hub.identity_mark())
         viewer = await _viewer(user, session) if user is not None and user.is_authenticated else Viewer()
         if viewer.user_id is None and not app_settings.PUBLIC:
             await self._plain(403, "Sign in to receive notifications.")
             return
-        hub = get_hub()
         if viewer.user_id is not None and hub.streams_of_user(viewer.user_id) >= app_settings.MAX_STREAMS_PER_USER:
             await self._plain(
                 429,
@@ -115,6 +119,12 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
         # Subscribed before the replay query, and the memory window read in the same step:
         # whatever commits meanwhile is either in the replay or arrives live, and go_live()
         # drops what the replay already sent.
+        if viewer.user_id is not None and hub.identity_changed_since(viewer.user_id, mark):
+            # Signed out, deactivated or regrouped while this stream was being set up: what it
+            # read may be stale. End it; the client reconnects and is read afresh.
+            hub.count("identity_ends")
+            stream.close()
+            return
         cursor, recent = hub.attach(stream, last_event_id)
         frames = b""
         if last_event_id is not None:

@@ -17,6 +17,8 @@ from typing import Any
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 
+from .hub import get_hub
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -115,7 +117,14 @@ class StreamGuard:
                 return
             if not message.get("more_body", False):
                 break
+        # Before the session and user are resolved (AuthMiddlewareStack, inside): the consumer
+        # ends the stream if its user's identity changes from here to its attach().
+        scope = {**scope, IDENTITY_MARK: get_hub().identity_mark()}
         await self.app(scope, _after_empty_body(receive), send)
+
+
+#: The scope key carrying ``Hub.identity_mark()`` from the guard to the consumer.
+IDENTITY_MARK = "notifications.identity_mark"
 
 
 def _after_empty_body(receive: Receive) -> Receive:

@@ -53,6 +53,8 @@ MAX_HELD = 10_000
 #: Seconds between checks of the newest id (finds a lost message that nothing follows, or
 #: one sent from a process the channel layer does not reach).
 TAIL_CHECK_SECONDS = 2.0
+#: Users whose latest identity change each hub remembers (``identity_changed_since``).
+IDENTITY_MEMORY = 1024
 #: Streams written per turn of the event loop when one event goes to many. Between slices
 #: the loop runs once, so the server sends what was written and frees its per-write objects
 #: before the next slice: a 10,000-stream broadcast otherwise keeps ~200,000 short-lived
@@ -132,6 +134,10 @@ class Hub:
         self._shutdown_hook: bool | None = None
         self.capabilities: servers.Capabilities | None = None
         self.stats = collections.Counter[str]()
+        #: Identity changes applied so far, and the number of the latest one per user (the
+        #: last ``IDENTITY_MEMORY`` users): a stream being opened checks it did not miss one.
+        self._identity_changes = 0
+        self._changed_users: collections.OrderedDict[int, int] = collections.OrderedDict()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -328,6 +334,8 @@ class Hub:
         them. An ended stream's client reconnects and gets what its session now allows.
         """
         self.stats["identity_changes"] += 1
+        for user_id in [user_id for user_id, _ in change.groups] or [change.user_id]:
+            self._remember_change(user_id)
         for user_id, group_ids in change.groups:
             for stream in list(self._by_user.get(user_id, ())):
                 self._regroup(stream, group_ids, change.after)
@@ -343,6 +351,29 @@ class Hub:
                 self.stats["identity_ends"] += 1
                 stream.close()
                 self.detach(stream)
+
+    def identity_mark(self) -> int:
+        """A mark to pass to ``identity_changed_since`` later."""
+        return self._identity_changes
+
+    def identity_changed_since(self, user_id: int, mark: int) -> bool:
+        """Whether an identity change of ``user_id`` was applied after ``mark`` (True when unsure).
+
+        A stream reads its viewer (groups, session) before it attaches; a change applied in
+        between would not reach it, so the consumer checks this right before ``attach``.
+        """
+        if self._identity_changes - mark > len(self._changed_users):
+            return True  # more changes since than this hub remembers
+        return self._changed_users.get(user_id, 0) > mark
+
+    def _remember_change(self, user_id: int | None) -> None:
+        if user_id is None:
+            return
+        self._identity_changes += 1
+        self._changed_users[user_id] = self._identity_changes
+        self._changed_users.move_to_end(user_id)
+        while len(self._changed_users) > IDENTITY_MEMORY:
+            self._changed_users.popitem(last=False)
 
     def _regroup(self, stream: Stream, group_ids: frozenset[int], after: int) -> None:
         """Give a stream its viewer's new groups; ``after`` is the newest id committed before the change.

@@ -415,3 +415,30 @@ async def test_a_cursor_below_the_pruning_horizon_gets_reset_expired_from_memory
     assert json.loads(stream.of_type("reset")[0].data) == {"reason": "expired", "cursor": sent[2].id}
     assert get_hub().stats["replays_from_memory"] == 1 and get_hub().stats["resets_expired"] == 1
     await stream.close()
+
+
+async def test_an_identity_change_while_the_stream_is_set_up_ends_it(alice, monkeypatch):
+    """The viewer is read before attach(): a group change (or sign-out) the hub applies in
+    between would never reach this stream, so the stream ends and the client reconnects."""
+    from notifications import consumers
+    from notifications.events import IdentityChange
+
+    hub = get_hub()
+    await hub.start()
+    read_viewer = consumers._viewer
+
+    async def viewer_read_while_alice_changes(user, session):
+        viewer = await read_viewer(user, session)
+        await hub.handle(IdentityChange(groups=((alice.pk, frozenset()),), after=0).to_message())
+        return viewer
+
+    monkeypatch.setattr(consumers, "_viewer", viewer_read_while_alice_changes)
+    stream = await ConsumerStream(alice).open()
+    await stream.read_until(lambda s: s.ended)
+    assert stream.of_type("hello") == []
+    assert hub.streams_of_user(alice.pk) == 0 and hub.stats["identity_ends"] == 1
+    monkeypatch.setattr(consumers, "_viewer", read_viewer)
+    again = await ConsumerStream(alice).open()  # nothing changed since: it stays
+    await again.read_until(has("hello"))
+    assert not again.ended
+    await again.close()

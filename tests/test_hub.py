@@ -563,3 +563,20 @@ async def test_a_bad_identity_message_is_counted_and_ends_nothing(harness, messa
     [(stream, _)] = user_streams(hub, ALICE)
     await hub.handle(message)
     assert not stream.closed and hub.snapshot().stats["bad_messages"] == 1
+
+
+async def test_identity_marks_tell_which_users_changed_since(harness):
+    from notifications.events import IdentityChange
+    from notifications.hub import IDENTITY_MEMORY
+
+    hub, _, _ = harness
+    mark = hub.identity_mark()
+    await hub.handle(IdentityChange(user_id=7, end_all=True).to_message())
+    await hub.handle(IdentityChange(groups=((8, frozenset({1})), (9, frozenset())), after=0).to_message())
+    assert hub.identity_changed_since(7, mark) and hub.identity_changed_since(8, mark)
+    assert hub.identity_changed_since(9, mark) and not hub.identity_changed_since(10, mark)
+    later = hub.identity_mark()
+    assert not hub.identity_changed_since(7, later)
+    for user_id in range(100, 100 + IDENTITY_MEMORY + 1):  # more than it remembers: unsure is "changed"
+        await hub.handle(IdentityChange(user_id=user_id, end_all=True).to_message())
+    assert hub.identity_changed_since(10, later)

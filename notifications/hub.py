@@ -334,7 +334,8 @@ class Hub:
         them. An ended stream's client reconnects and gets what its session now allows.
         """
         self.stats["identity_changes"] += 1
-        for user_id in [user_id for user_id, _ in change.groups] or [change.user_id]:
+        changed: list[int | None] = [user_id for user_id, _ in change.groups] or [change.user_id]
+        for user_id in changed:
             self._remember_change(user_id)
         for user_id, group_ids in change.groups:
             for stream in list(self._by_user.get(user_id, ())):

@@ -194,8 +194,7 @@ def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
             if status != 201:
                 raise RuntimeError(f"bulk POST → {status}: {str(body)[:300]}")
             done = wait_delivered(clients, ready, timeout=30 + n * 0.01)
-            ids = {row["recipient"] if "recipient" in row else name: row["id"]
-                   for name, row in zip([u for u, _ in users], body["results"], strict=True)}
+            ids = {name: row["id"] for (name, _), row in zip(users, body["results"], strict=True)}
             user_shares = clients.split([name for name, _ in users])
             collected = clients.ask([{"cmd": "collect", "per_conn": [[[ids[name], started]] for name in share]}
                                      for share in user_shares])

@@ -91,10 +91,10 @@ def test_an_unsaved_user_object_is_refused(users, published):
 
 
 def test_a_rolled_back_bulk_send_stores_and_publishes_nothing(users, published, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        with pytest.raises(RuntimeError), transaction.atomic():
-            services.notify_many("never", recipients=["user0", "user1"])
-            raise RuntimeError
+    with django_capture_on_commit_callbacks(execute=True) as callbacks, pytest.raises(RuntimeError), \
+            transaction.atomic():
+        services.notify_many("never", recipients=["user0", "user1"])
+        raise RuntimeError
     assert callbacks == [] and published == []
     assert not Notification.objects.exists()
 

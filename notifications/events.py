@@ -22,6 +22,7 @@ EVENTS_GROUP = "notifications.events"
 EVENT_TYPE = "notifications.event"
 READ_TYPE = "notifications.read"
 IDENTITY_TYPE = "notifications.identity"
+BATCH_TYPE = "notifications.batch"
 #: The message format's version. A message without ``v`` is version 1 (sent before the field existed).
 VERSION = 1
 #: ``reset`` reasons (SPEC §6): more missed than ``NOTIFICATIONS_REPLAY_LIMIT``, or older than what is kept.
@@ -104,12 +105,16 @@ class Event:
 
     @classmethod
     def of(cls, notification: Notification) -> Event:
+        audience = notification.audience
+        user_frame = notification_frame(notification, read=False)
         return cls(
             id=notification.id,
-            audience=notification.audience,
+            audience=audience,
             target=notification.audience_target,
-            user_frame=notification_frame(notification, read=False),
-            anon_frame=notification_frame(notification, read=None),
+            user_frame=user_frame,
+            # Only "everyone" notices reach anonymous viewers: a personal or group one is not
+            # encoded a third time (a bulk send of 10,000 spends its time encoding).
+            anon_frame=notification_frame(notification, read=None) if audience == "everyone" else user_frame,
             read_frame=notification_frame(notification, read=True),
         )
 
@@ -233,13 +238,59 @@ class IdentityChange:
         return cls(user_id=user_id, auth=_field(message, "auth", str))
 
 
-def parse(message: Any) -> Event | ReadEvent | IdentityChange:
+@dataclass(frozen=True, slots=True)
+class EventBatch:
+    """Many new notifications in one message (a bulk send, SPEC §15), ids strictly increasing.
+
+    Each event travels as a list ``[id, audience, target, user_frame, anon_frame, read_frame]``;
+    ``anon_frame`` is None when it equals ``user_frame`` (always, for user and group events:
+    anonymous viewers never get them), so a personal notice's frame is not sent twice.
+    """
+
+    events: tuple[Event, ...]
+
+    def to_message(self) -> dict[str, Any]:
+        rows = [
+            [e.id, e.audience, e.target, e.user_frame, e.anon_frame if e.audience == "everyone" else None,
+             e.read_frame]
+            for e in self.events
+        ]
+        return {"type": BATCH_TYPE, "v": VERSION, "events": rows}
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> EventBatch:
+        """Validate and read a batch; raises ``BadMessage`` naming the first bad entry."""
+        _check_version(message)
+        rows = message.get("events")
+        if not isinstance(rows, list | tuple) or not rows:
+            raise BadMessage(f"batch message: 'events' must be a non-empty list, got {rows!r:.80}")
+        items: list[Event] = []
+        for index, row in enumerate(rows):
+            if not isinstance(row, list | tuple) or len(row) != 6:
+                raise BadMessage(f"batch message: entry {index} must be a list of 6, got {row!r:.80}")
+            id, audience, target, user_frame, anon_frame, read_frame = row
+            try:
+                item = Event.from_message({
+                    "type": EVENT_TYPE, "id": id, "audience": audience, "target": target, "user_frame": user_frame,
+                    "anon_frame": user_frame if anon_frame is None else anon_frame, "read_frame": read_frame,
+                })
+            except BadMessage as exc:
+                raise BadMessage(f"batch message, entry {index}: {exc}") from None
+            if items and item.id <= items[-1].id:
+                raise BadMessage(f"batch message: ids must increase, entry {index} has {item.id} after {items[-1].id}")
+            items.append(item)
+        return cls(tuple(items))
+
+
+def parse(message: Any) -> Event | EventBatch | ReadEvent | IdentityChange:
     """The typed form of a channel-layer message; ``BadMessage`` for anything else."""
     if not isinstance(message, dict):
         raise BadMessage(f"a channel-layer message must be a dict, got {type(message).__name__}")
     kind = message.get("type")
     if kind == EVENT_TYPE:
         return Event.from_message(message)
+    if kind == BATCH_TYPE:
+        return EventBatch.from_message(message)
     if kind == READ_TYPE:
         return ReadEvent.from_message(message)
     if kind == IDENTITY_TYPE:

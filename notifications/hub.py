@@ -35,7 +35,17 @@ from channels.layers import get_channel_layer
 
 from . import servers, sse
 from .conf import app_settings
-from .events import EVENTS_GROUP, MEMBERSHIP, BadMessage, Event, IdentityChange, ReadEvent, parse, reset_frame
+from .events import (
+    EVENTS_GROUP,
+    MEMBERSHIP,
+    BadMessage,
+    Event,
+    EventBatch,
+    IdentityChange,
+    ReadEvent,
+    parse,
+    reset_frame,
+)
 from .models import Notification, Viewer
 from .stream import Stream
 from .window import Window
@@ -312,6 +322,11 @@ class Hub:
         try:
             if isinstance(item, Event):
                 await self._on_event(item)
+            elif isinstance(item, EventBatch):
+                # Each in id order, with the rules of one event: a gap is held and caught up.
+                self.stats["batches"] += 1
+                for event in item.events:
+                    await self._on_event(event)
             elif isinstance(item, ReadEvent):
                 self._on_read(item)
             else:

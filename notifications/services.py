@@ -1,22 +1,34 @@
 """The only writers of notifications and read state: store, then publish after commit.
 
-Everything that sends (admin, JSON API, ``manage.py notify``) calls :func:`notify`. Delivery
-goes through the channel layer, once per event, to one group that every process's hub joins
-(see ``hub``); each message (``events.Event``) carries the id, the audience and the pre-encoded
-SSE frames.
+Everything that sends (admin, JSON API, ``manage.py notify``) calls :func:`notify` (one notice)
+or :func:`notify_many` (one notice per recipient, SPEC §15). Delivery goes through the channel
+layer to one group that every process's hub joins (see ``hub``); each message (``events.Event``,
+or ``events.EventBatch`` for many) carries ids, audiences and the pre-encoded SSE frames.
+
+Ids follow commit order: every writer holds the sequence lock (``lock_sequence``) from taking
+its id until it commits. On PostgreSQL that is a transaction-level advisory lock, and a single
+``notify()`` outside a transaction takes lock, id and row in one autocommitted ``INSERT``
+(``ordered_id``): one round trip instead of four (docs/deployment.md, "Writes").
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, models, transaction
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from . import events
 from .events import EVENT_TYPE, EVENTS_GROUP, READ_TYPE, dumps, notification_frame  # noqa: F401  (re-exported)
@@ -32,14 +44,48 @@ def event_message(notification: Notification) -> dict[str, Any]:
     return events.Event.of(notification).to_message()
 
 
+#: The PostgreSQL advisory lock (``pg_advisory_xact_lock``) every writer holds from taking its
+#: id until it commits ("noti" in ASCII). Advisory locks are per database.
+SEQUENCE_LOCK_KEY = 0x6E6F7469
+#: Most events in one ``events.EventBatch`` message, and most bytes of frames in one: a bulk
+#: send of 10,000 is 10 messages, each well under what Redis and msgpack handle in one piece.
+BATCH_MAX_EVENTS = 1000
+BATCH_MAX_BYTES = 1 << 20
+#: Seconds a publish from outside a server may take before it is given up (the rows are the truth).
+PUBLISH_TIMEOUT = 10.0
+
+
 def lock_sequence() -> None:
     """Serialise writers until commit, so ids are handed out in commit order.
 
     A PostgreSQL sequence value is taken at insert, not at commit: without this a reader of
-    ``id > cursor`` could pass over a row that commits late. SQLite allows one writer at a time
-    already (``select_for_update`` is a no-op there).
+    ``id > cursor`` could pass over a row that commits late. On PostgreSQL the lock is the
+    advisory lock ``SEQUENCE_LOCK_KEY`` (what ``ordered_id`` takes inside the INSERT); the
+    ``StreamState`` row is also made sure of and locked, for ``prune_notifications``. SQLite
+    allows one writer at a time already (``select_for_update`` is a no-op there).
     """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEQUENCE_LOCK_KEY])
     StreamState.objects.select_for_update().get_or_create(pk=1)
+
+
+def ordered_id() -> Any:
+    """On PostgreSQL, an id for an INSERT that first takes the sequence lock, then ``nextval``.
+
+    Lock, id and row in one statement: in autocommit it is also the commit, so a lone
+    ``notify()`` is one round trip. ``OFFSET 0`` keeps the lock's subquery from being folded
+    into the outer select, so the lock is held before the sequence moves. None elsewhere
+    (the caller takes ``lock_sequence()`` in a transaction instead).
+    """
+    if connection.vendor != "postgresql":
+        return None
+    meta = Notification._meta
+    return RawSQL(
+        "(SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM (SELECT pg_advisory_xact_lock(%s) OFFSET 0) AS locked)",
+        (connection.ops.quote_name(meta.db_table), meta.pk.column, SEQUENCE_LOCK_KEY),
+        output_field=models.BigIntegerField(),
+    )
 
 
 def notify(
@@ -65,7 +111,10 @@ def notify(
         recipient=_resolve_user(recipient),
         group=_resolve_group(group),
     )
-    return send(notification)
+    # A user or group looked up by name was found just now: no second query for it.
+    checked = [name for name, value in (("recipient", recipient), ("group", group)) if isinstance(value, str)]
+    _validate(notification, checked=checked)
+    return _store(notification)
 
 
 def send(notification: Notification) -> Notification:
@@ -77,12 +126,99 @@ def send(notification: Notification) -> Notification:
     """
     if notification.pk is not None:
         raise ValueError("send() stores new notifications; this one is saved already.")
-    notification.full_clean()
+    _validate(notification, checked=())
+    return _store(notification)
+
+
+def _validate(notification: Notification, *, checked: Iterable[str]) -> None:
+    """``full_clean()``, less the existence query of the relations in ``checked`` (just looked up)."""
+    notification.full_clean(exclude=list(checked), validate_unique=False, validate_constraints=False)
+
+
+def _store(notification: Notification) -> Notification:
+    """Insert in commit order and publish after commit (the caller validated)."""
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            lock_sequence()
+            notification.save(force_insert=True)
+            transaction.on_commit(lambda: publish(event_message(notification)))
+        return notification
+    notification.id = ordered_id()
+    try:
+        # No transaction of our own: alone, the INSERT commits; in the caller's atomic block,
+        # the lock it took is held until that commits.
+        notification.save(force_insert=True)
+    except BaseException:
+        notification.id = None
+        raise
+    transaction.on_commit(lambda: publish(event_message(notification)))
+    return notification
+
+
+def notify_many(
+    title: str,
+    *,
+    recipients: Sequence[AbstractBaseUser | str],
+    body: str = "",
+    level: str = Level.INFO,
+    url: str = "",
+    **fields: Any,
+) -> list[Notification]:
+    """One notice per recipient (a user or a username), stored in one transaction (SPEC §15).
+
+    Returned in the order given, with ids in that order and in commit order. All or nothing:
+    an unknown user, a duplicate, no recipients, or ``recipient``/``group`` given as well raise
+    ``ValidationError`` and store none. Published after commit, in as few channel-layer
+    messages as ``BATCH_MAX_EVENTS``/``BATCH_MAX_BYTES`` allow; a rollback sends nothing.
+    Other keyword arguments are model fields, the same for every notice.
+    """
+    for name in ("recipient", "group"):
+        if name in fields:
+            raise ValidationError({name: [f"Give recipients or {name}, not both."]})
+    users = _resolve_users(recipients)
+    template = Notification(title=title, body=body, level=level, url=url, **fields)
+    _validate(template, checked=("recipient", "group"))
+    created_at = timezone.now()
+    values = {f.attname: getattr(template, f.attname) for f in Notification._meta.concrete_fields
+              if not f.primary_key and f.attname not in ("recipient_id", "group_id", "created_at")}
+    notifications = [Notification(**values, recipient=user, created_at=created_at) for user in users]
     with transaction.atomic():
         lock_sequence()
-        notification.save(force_insert=True)
-        transaction.on_commit(lambda: publish(event_message(notification)))
-    return notification
+        Notification.objects.bulk_create(notifications, batch_size=1000)
+        transaction.on_commit(lambda: publish_events([events.Event.of(n) for n in notifications]))
+    return notifications
+
+
+def _resolve_users(recipients: Sequence[AbstractBaseUser | str]) -> list[Any]:
+    """Users for ``recipients`` in the order given, with one query for the names; all or nothing."""
+    if isinstance(recipients, str) or not isinstance(recipients, Sequence):
+        raise ValidationError({"recipients": ["recipients must be a list of users or usernames."]})
+    if not recipients:
+        raise ValidationError({"recipients": ["Give at least one recipient."]})
+    User = get_user_model()
+    names = [r for r in recipients if isinstance(r, str)]
+    found: dict[str, Any] = {}
+    if names:
+        field = User.USERNAME_FIELD
+        found = {getattr(u, field): u for u in User._default_manager.filter(**{f"{field}__in": set(names)})}
+    users, seen, problems = [], set(), []
+    for value in recipients:
+        user = found.get(value) if isinstance(value, str) else value
+        if isinstance(value, str) and user is None:
+            problems.append(f"No user is called {value!r}.")
+            continue
+        if not isinstance(user, User) or user.pk is None:
+            problems.append(f"{value!r} is not a saved user or a username.")
+            continue
+        if user.pk in seen:
+            problems.append(f"{user.get_username()!r} is listed twice.")
+            continue
+        seen.add(user.pk)
+        users.append(user)
+    if problems:
+        shown = problems[:10] + ([f"…and {len(problems) - 10} more."] if len(problems) > 10 else [])
+        raise ValidationError({"recipients": [" ".join(shown)]})
+    return users
 
 
 def _resolve_user(value: AbstractBaseUser | str | None) -> Any:
@@ -113,17 +249,90 @@ def publish(message: dict[str, Any]) -> None:
 
     If the layer is down or drops the message, hubs find the gap and read the row from the
     database (``hub.Hub``), so a failure here delays delivery but loses nothing.
+
+    In a server's worker thread (a sync view under ``sync_to_async``) it runs on the server's
+    event loop, as ``async_to_sync`` does; elsewhere (a shell, a command, a task queue) on one
+    long-lived loop thread per process, so a burst of sends does not start a thread, a loop
+    and a Redis connection per call.
     """
     layer = get_channel_layer()
     if layer is None:
         logger.warning("No channel layer configured: notification %s not delivered live.", message.get("id"))
         return
     try:
-        async_to_sync(layer.group_send)(EVENTS_GROUP, message)
+        if _in_server_thread():
+            async_to_sync(layer.group_send)(EVENTS_GROUP, message)
+        else:
+            _publisher().run(layer.group_send(EVENTS_GROUP, message), PUBLISH_TIMEOUT)
     except Exception:
         logger.exception(
             "Publishing %s %s failed; streams will catch up from the database.", message["type"], message.get("id")
         )
+
+
+def publish_events(items: Sequence[events.Event]) -> None:
+    """Publish events (in id order) as ``events.EventBatch`` messages, or one ``Event`` alone."""
+    for message in batch_messages(items):
+        publish(message)
+
+
+def batch_messages(items: Sequence[events.Event]) -> list[dict[str, Any]]:
+    """Channel-layer messages for ``items``: up to ``BATCH_MAX_EVENTS``/``BATCH_MAX_BYTES`` each."""
+    messages: list[dict[str, Any]] = []
+    chunk: list[events.Event] = []
+    size = 0
+    for item in items:
+        if chunk and (len(chunk) >= BATCH_MAX_EVENTS or size + item.size > BATCH_MAX_BYTES):
+            messages.append(_message_of(chunk))
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item.size
+    if chunk:
+        messages.append(_message_of(chunk))
+    return messages
+
+
+def _message_of(chunk: list[events.Event]) -> dict[str, Any]:
+    return chunk[0].to_message() if len(chunk) == 1 else events.EventBatch(tuple(chunk)).to_message()
+
+
+def _in_server_thread() -> bool:
+    """Whether this thread runs sync code for an event loop of this process (``sync_to_async``)."""
+    if getattr(SyncToAsync.threadlocal, "main_event_loop_pid", None) != os.getpid():
+        return False
+    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    return loop is not None and loop.is_running()
+
+
+class _Publisher:
+    """One event loop on a daemon thread: publishes from sync code outside a server."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="notifications-publisher", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float) -> Any:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+
+_publisher_lock = threading.Lock()
+_the_publisher: _Publisher | None = None
+
+
+def _publisher() -> _Publisher:
+    """The process's publisher (a new one in a forked child: threads do not survive a fork)."""
+    global _the_publisher
+    with _publisher_lock:
+        if _the_publisher is None or _the_publisher.pid != os.getpid():
+            _the_publisher = _Publisher()
+        return _the_publisher
 
 
 def unread_count(viewer: Viewer) -> int:

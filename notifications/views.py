@@ -114,12 +114,14 @@ def _api_create(request: HttpRequest) -> JsonResponse:
         return _error(400, "The body must be JSON.")
     if not isinstance(data, dict):
         return _error(400, "The body must be a JSON object.")
-    unknown = sorted(set(data) - CREATE_FIELDS)
+    unknown = sorted(set(data) - CREATE_FIELDS - {"recipients"})
     if unknown:
         return _error(400, f"Unknown field(s): {', '.join(unknown)}.")
     for field in CREATE_FIELDS:
         if data.get(field) is not None and not isinstance(data[field], str):
             return _error(400, f"{field} must be a string.")
+    if "recipients" in data:
+        return _api_create_many(data)
     level = data.get("level") or Level.INFO
     if level not in Level.values:
         return _error(400, f"Unknown level {level!r}; use one of {', '.join(Level.values)}.")
@@ -137,6 +139,26 @@ def _api_create(request: HttpRequest) -> JsonResponse:
     except ValidationError as exc:
         return _error(400, _validation_message(exc))
     return JsonResponse(notification.payload(read=None), status=201)
+
+
+def _api_create_many(data: dict[str, Any]) -> JsonResponse:
+    """``"recipients": [...]``: one notice per username, all or none (SPEC §15)."""
+    recipients = data["recipients"]
+    if not isinstance(recipients, list) or not all(isinstance(name, str) for name in recipients):
+        return _error(400, "recipients must be a list of usernames.")
+    if data.get("recipient") is not None or data.get("group") is not None:
+        return _error(400, "Give recipients, or recipient or group, not both.")
+    level = data.get("level") or Level.INFO
+    if level not in Level.values:
+        return _error(400, f"Unknown level {level!r}; use one of {', '.join(Level.values)}.")
+    try:
+        notifications = services.notify_many(
+            data.get("title") or "", recipients=recipients, body=data.get("body") or "", level=level,
+            url=data.get("url") or "",
+        )
+    except ValidationError as exc:
+        return _error(400, _validation_message(exc))
+    return JsonResponse({"results": [n.payload(read=None) for n in notifications]}, status=201)
 
 
 def _read_response(request: HttpRequest, body: dict[str, Any]) -> HttpResponse:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from notifications import hub as hub_module
-from notifications.events import EVENTS_GROUP, Event, ReadEvent
+from notifications.events import EVENTS_GROUP, Event, EventBatch, ReadEvent
 from notifications.hub import FANOUT_SLICE, Hub
 from notifications.models import Viewer
 from notifications.window import Window
@@ -580,3 +580,79 @@ async def test_identity_marks_tell_which_users_changed_since(harness):
     for user_id in range(100, 100 + IDENTITY_MEMORY + 1):  # more than it remembers: unsure is "changed"
         await hub.handle(IdentityChange(user_id=user_id, end_all=True).to_message())
     assert hub.identity_changed_since(10, later)
+
+
+# -- batches (bulk sends, SPEC §15) ----------------------------------------------------------------
+
+
+def user_stream(hub: Hub, user_id: int) -> Recorder:
+    (send,) = live_streams(hub, 1, Viewer(user_id=user_id, username=f"u{user_id}"))
+    return send
+
+
+def personal(id: int, user_id: int) -> Event:
+    return event(id, "user", user_id)
+
+
+async def publish_batch(layer: FakeLayer, db: Database, *events: Event, commit: bool = True) -> None:
+    if commit:
+        db.commit(*events)
+    layer.queue.put_nowait(EventBatch(tuple(events)).to_message())
+
+
+async def test_a_batch_reaches_each_user_only_their_notice_once_in_order(harness):
+    hub, layer, db = harness
+    await hub.start()
+    sends = {user_id: user_stream(hub, user_id) for user_id in (10, 11, 12)}
+    (anonymous,) = live_streams(hub, 1)
+    await publish_batch(layer, db, personal(1, 10), personal(2, 11), personal(3, 12), personal(4, 10))
+    await eventually(lambda: hub.head == 4)
+    assert sends[10].frames == [b"user 1", b"user 4"]
+    assert sends[11].frames == [b"user 2"] and sends[12].frames == [b"user 3"]
+    assert anonymous.frames == []
+    assert db.fetches == [] and hub.stats["batches"] == 1 and hub.stats["events"] == 4
+
+
+async def test_a_batch_after_a_lost_message_is_caught_up_in_order_from_the_database(harness):
+    hub, layer, db = harness
+    await hub.start()
+    send = user_stream(hub, 10)
+    db.commit(personal(1, 10))  # committed, its message lost
+    await publish_batch(layer, db, personal(2, 10), personal(3, 10))
+    await eventually(lambda: send.frames == [b"user 1", b"user 2", b"user 3"])
+    assert hub.stats["catch_ups"] == 1 and hub.head == 3
+
+
+async def test_a_batch_overlapping_what_was_delivered_sends_only_the_new_ones(harness):
+    hub, layer, db = harness
+    await hub.start()
+    send = user_stream(hub, 10)
+    await publish(layer, db, personal(1, 10), personal(2, 10))
+    await publish_batch(layer, db, personal(2, 10), personal(3, 10))  # a duplicate delivery of 2
+    await eventually(lambda: hub.head == 3)
+    assert send.frames == [b"user 1", b"user 2", b"user 3"]
+    assert hub.stats["duplicates_dropped"] == 1
+
+
+async def test_a_bad_batch_is_counted_and_delivers_none_of_it(harness, caplog):
+    hub, layer, db = harness
+    await hub.start()
+    send = user_stream(hub, 10)
+    message = EventBatch((personal(1, 10), personal(2, 10))).to_message()
+    message["events"][1][2] = "ten"  # a bad target in the second entry: the whole batch is refused
+    layer.queue.put_nowait(message)
+    await publish(layer, db, personal(1, 10), commit=False)
+    await eventually(lambda: hub.head == 1)
+    assert hub.stats["bad_messages"] == 1 and "entry 1" in caplog.text
+    assert send.frames == [b"user 1"]
+
+
+async def test_a_large_batch_reaches_thousands_of_streams_each_its_own(harness):
+    hub, layer, db = harness
+    await hub.start()
+    n = 3 * FANOUT_SLICE + 5
+    sends = [user_stream(hub, 100 + i) for i in range(n)]
+    await publish_batch(layer, db, *[personal(i + 1, 100 + i) for i in range(n)])
+    await eventually(lambda: hub.head == n)
+    assert [s.frames for s in sends] == [[f"user {i + 1}".encode()] for i in range(n)]
+    assert hub.stats["deliveries"] == n

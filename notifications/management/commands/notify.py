@@ -1,4 +1,7 @@
-"""manage.py notify TITLE [--body] [--level] [--user USERNAME] [--group NAME] [--url]."""
+"""manage.py notify TITLE [--body] [--level] [--user USERNAME ...] [--group NAME] [--url].
+
+Several ``--user`` send one notice to each of them in one transaction (``notify_many``).
+"""
 
 from __future__ import annotations
 
@@ -8,39 +11,42 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from notifications.models import Level
-from notifications.services import notify
+from notifications.services import notify, notify_many
 
 
 class Command(BaseCommand):
-    help = "Send a notification to everyone, one group (--group) or one user (--user)."
+    help = "Send a notification to everyone, one group (--group), or one user each (--user, repeatable)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("title")
         parser.add_argument("--body", default="")
         parser.add_argument("--level", default=Level.INFO, help=f"one of {', '.join(Level.values)}")
-        parser.add_argument("--user", dest="username", default=None, help="only this user (a username)")
+        parser.add_argument("--user", dest="usernames", action="append", default=[],
+                            help="only this user (a username); repeat for one notice to each")
         parser.add_argument("--group", default=None, help="only this group's members (a group name)")
         parser.add_argument("--url", default="", help="an http(s) URL or a path starting with /")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["level"] not in Level.values:
             raise CommandError(f"Unknown level {options['level']!r}; use one of {', '.join(Level.values)}.")
-        if options["username"] and options["group"]:
+        usernames: list[str] = options["usernames"]
+        if usernames and options["group"]:
             raise CommandError("Give --user or --group, not both.")
+        content = {"body": options["body"], "level": options["level"], "url": options["url"]}
         try:
-            notification = notify(
-                options["title"],
-                body=options["body"],
-                level=options["level"],
-                url=options["url"],
-                recipient=options["username"],
-                group=options["group"],
-            )
+            if len(usernames) > 1:
+                many = notify_many(options["title"], recipients=usernames, **content)
+                self.stdout.write(f"Sent {len(many)} notifications ({', '.join(str(n.id) for n in many[:10])}"
+                                  f"{', …' if len(many) > 10 else ''}) to users {', '.join(usernames[:10])}"
+                                  f"{', …' if len(usernames) > 10 else ''}.")
+                return
+            notification = notify(options["title"], recipient=usernames[0] if usernames else None,
+                                  group=options["group"], **content)
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" if k != "__all__" else " ".join(v)
                                          for k, v in exc.message_dict.items())) from None
         audience = (
-            f"user {options['username']}" if options["username"]
+            f"user {usernames[0]}" if usernames
             else f"group {options['group']}" if options["group"] else "everyone"
         )
         self.stdout.write(f"Sent notification {notification.id} to {audience}.")

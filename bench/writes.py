@@ -1,0 +1,265 @@
+"""Write-side benchmark: ``notify()`` throughput on PostgreSQL and a 10,000-recipient bulk send.
+
+``python -m bench.writes`` starts a throwaway PostgreSQL cluster (``tests.support.pg_redis``,
+127.0.0.1, fsync off) and measures, in one run:
+
+* **throughput**: ``notify(title, body="x" * 100)`` in a loop from 1, 4 and 8 writer
+  processes for ``--seconds`` each (bounded by ``--max-calls`` too), with the sequence lock
+  and with ``lock_sequence`` replaced by a no-op (the ordering mechanism off), for this tree
+  and, with ``--before REF``, for an older commit of the product (extracted with ``git
+  archive`` into a temp dir; same database schema);
+* **profile** (``--profile``): cProfile of a single writer's ``notify()`` calls, top functions;
+* **bulk** (``--bulk N``, 0 to skip): N users, one open stream each on one daphne (signed in
+  by session cookie, ``bench.client`` processes), one ``POST /notifications/api/`` with
+  ``"recipients"`` for all of them; end to end = from the POST until the last stream holds its
+  notice; checks each stream got exactly its own notice, once.
+
+Every process is started here and ended by its pid; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+#: The writer process: set up Django, warm up, wait for "go" on stdin, call notify() until the
+#: time or the count is up, print the count. Passed as ``-c`` so it also runs in an older tree.
+WORKER = r"""
+import json, sys, time
+import django
+django.setup()
+from django.db import connection
+from notifications import services
+mode, seconds, max_calls = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+if mode == "nolock":
+    services.lock_sequence = lambda: None
+    if hasattr(services, "ordered_id"):
+        services.ordered_id = lambda: None
+body = "x" * 100
+services.notify("warm-up", body=body)
+print("ready", flush=True)
+sys.stdin.readline()
+n, start = 0, time.perf_counter()
+deadline = start + seconds
+while n < max_calls and time.perf_counter() < deadline:
+    services.notify(f"bench {n}", body=body)
+    n += 1
+elapsed = time.perf_counter() - start
+print(json.dumps({"calls": n, "seconds": elapsed}), flush=True)
+"""
+
+PROFILE = r"""
+import cProfile, io, pstats, sys, time
+import django
+django.setup()
+from notifications import services
+calls = int(sys.argv[1])
+body = "x" * 100
+services.notify("warm-up", body=body)
+profile = cProfile.Profile()
+start = time.perf_counter()
+profile.enable()
+for n in range(calls):
+    services.notify(f"profile {n}", body=body)
+profile.disable()
+elapsed = time.perf_counter() - start
+out = io.StringIO()
+pstats.Stats(profile, stream=out).sort_stats("cumulative").print_stats(35)
+print(f"{calls} calls in {elapsed:.2f}s under cProfile ({elapsed / calls * 1e3:.2f} ms each)")
+print(out.getvalue())
+"""
+
+
+def env_for(database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFICATIONS_", "DJANGO_", "REDIS_"))}
+    env.update(DJANGO_SETTINGS_MODULE="bench.settings", DJANGO_SECRET_KEY="insecure-key-for-benchmarks-only",
+               DATABASE_URL=database_url, PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+@contextlib.contextmanager
+def source_tree(ref: str | None) -> Iterator[Path]:
+    """This tree, or ``ref`` of this repository extracted into a temp dir (its bench/ beside ours)."""
+    if ref is None:
+        yield ROOT
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-before-") as tmp:
+        archive = subprocess.run(["git", "archive", ref], cwd=ROOT, check=True, capture_output=True, timeout=60)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True, timeout=60)
+        yield Path(tmp)
+
+
+def throughput(tree: Path, env: dict[str, str], procs: int, mode: str, seconds: float, max_calls: int) -> float:
+    """notify() calls per second summed over ``procs`` writer processes started together."""
+    workers = [
+        subprocess.Popen([PY, "-c", WORKER, mode, str(seconds), str(max_calls)], cwd=tree, env=env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(procs)
+    ]
+    try:
+        for w in workers:
+            assert w.stdout is not None
+            line = w.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError(f"writer {w.pid} did not start: {line!r}")
+        for w in workers:
+            assert w.stdin is not None
+            w.stdin.write("go\n")
+            w.stdin.flush()
+        results = []
+        for w in workers:
+            out, _ = w.communicate(timeout=seconds + 60)
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait(5)
+    return sum(r["calls"] / r["seconds"] for r in results)
+
+
+# -- bulk, end to end ----------------------------------------------------------------------------------
+
+
+ADMIN_SCRIPT = """
+import json
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+admin = get_user_model().objects.create_superuser("bench-admin", "a@example.com", "pw-bench-123")
+s = SessionStore()
+s[SESSION_KEY] = str(admin.pk)
+s[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+s[HASH_SESSION_KEY] = admin.get_session_auth_hash()
+s.create()
+print(json.dumps(s.session_key))
+"""
+
+
+def django_script(env: dict[str, str], script: str, *args: str) -> Any:
+    done = subprocess.run([PY, "-c", "import django; django.setup(); exec(open(0).read())", *args],
+                          input=script, env=env, cwd=ROOT, check=True, timeout=600, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def api_post(port: int, path: str, data: Any, session: str, timeout: float = 120) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", path, body=json.dumps(data), headers={
+            "Content-Type": "application/json", "X-CSRFToken": "b" * 32,
+            "Cookie": f"sessionid={session}; csrftoken={'b' * 32}",
+        })
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
+    """N users with one stream each on one daphne; one bulk API call; time until the last one holds it."""
+    from bench.run import USERS_SCRIPT, Clients, request, wait_delivered
+    from tests.support.servers import Daphne
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, n + 4096)), hard))
+    users = [(name, key) for name, key in django_script(env, USERS_SCRIPT, str(n))]
+    admin_session = django_script(env, ADMIN_SCRIPT)
+    with tempfile.TemporaryDirectory(prefix="bench-writes-") as tmp:
+        server = Daphne(env=env, log_path=Path(tmp) / "daphne.log").start()
+        clients = Clients(client_procs)
+        try:
+            shares = clients.split([request("/notifications/stream/", cookie=key) for _, key in users])
+            answers = clients.ask([{"cmd": "connect", "port": server.port, "requests": share, "concurrency": 256,
+                                    "timeout": 30 + n * 0.02} for share in shares])
+            ready = sum(a["ready"] for a in answers)
+            time.sleep(0.5)
+            started = time.monotonic()
+            status, body = api_post(server.port, "/notifications/api/",
+                                    {"title": "Your export is ready", "body": "x" * 100,
+                                     "recipients": [name for name, _ in users]}, admin_session)
+            posted = time.monotonic()
+            if status != 201:
+                raise RuntimeError(f"bulk POST → {status}: {str(body)[:300]}")
+            done = wait_delivered(clients, ready, timeout=30 + n * 0.01)
+            ids = {name: row["id"] for (name, _), row in zip(users, body["results"], strict=True)}
+            user_shares = clients.split([name for name, _ in users])
+            collected = clients.ask([{"cmd": "collect", "per_conn": [[[ids[name], started]] for name in share]}
+                                     for share in user_shares])
+            latencies = sorted(x for a in collected for x in a["latencies"])
+            result = {key: sum(a[key] for a in collected) for key in ("lost", "dup", "ooo", "extra", "closed")}
+            result.update(users=n, ready=ready, post_s=posted - started, delivered=len(latencies),
+                          end_to_end_s=(latencies[-1] if latencies else done - started))
+            return result
+        finally:
+            clients.stop()
+            server.stop()
+
+
+# -- driver ------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per throughput cell")
+    parser.add_argument("--max-calls", type=int, default=20_000, help="per writer process and cell")
+    parser.add_argument("--procs", default="1,4,8", help="writer process counts")
+    parser.add_argument("--modes", default="lock,nolock")
+    parser.add_argument("--before", default=None, help="also measure this git ref (e.g. main)")
+    parser.add_argument("--profile", type=int, default=0, help="cProfile this many single-writer calls")
+    parser.add_argument("--bulk", type=int, default=10_000, help="bulk end-to-end users (0: skip)")
+    parser.add_argument("--client-procs", type=int, default=4)
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from tests.support.pg_redis import postgres_cluster
+    from tests.support.servers import manage, project_env
+
+    with postgres_cluster() as pg:
+        url = pg.create_database("bench_writes")
+        manage(project_env(url), "migrate", "--noinput", "-v", "0")
+        env = env_for(url)
+        if args.profile:
+            print(subprocess.run([PY, "-c", PROFILE, str(args.profile)], cwd=ROOT, env=env, check=True,
+                                 capture_output=True, text=True, timeout=300).stdout)
+        rows: list[tuple[str, int, str, float]] = []
+        if not args.skip_throughput:
+            trees = [("after", None)] + ([("before", args.before)] if args.before else [])
+            for label, ref in trees:
+                with source_tree(ref) as tree:
+                    for procs in [int(p) for p in args.procs.split(",")]:
+                        for mode in args.modes.split(","):
+                            rate = throughput(tree, env, procs, mode, args.seconds, args.max_calls)
+                            rows.append((label, procs, mode, rate))
+                            print(f"[writes] {label:<6} {procs} process(es) {mode:<6} {rate:8.0f} notify()/s",
+                                  flush=True)
+            print("\n| tree | writer processes | notify()/s with the sequence lock | lock replaced by a no-op | "
+                  "ratio |\n|---|---|---|---|---|")
+            for label in dict.fromkeys(r[0] for r in rows):
+                for procs in dict.fromkeys(r[1] for r in rows):
+                    cell = {r[2]: r[3] for r in rows if r[0] == label and r[1] == procs}
+                    lock, nolock = cell.get("lock"), cell.get("nolock")
+                    ratio = f"{nolock / lock:.2f}×" if lock and nolock else "-"
+                    print(f"| {label} | {procs} | {lock or 0:.0f} | {nolock or 0:.0f} | {ratio} |")
+        if args.bulk:
+            result = bulk(env, args.bulk, args.client_procs)
+            print(f"\n[bulk] {json.dumps(result)}")
+            print(f"[bulk] {result['users']:,} personal notices, {result['ready']:,} streams: POST took "
+                  f"{result['post_s']:.2f}s, last delivery {result['end_to_end_s']:.2f}s after the POST; "
+                  f"lost {result['lost']} dup {result['dup']} extra {result['extra']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,6 +22,7 @@ EVENTS_GROUP = "notifications.events"
 EVENT_TYPE = "notifications.event"
 READ_TYPE = "notifications.read"
 IDENTITY_TYPE = "notifications.identity"
+PREFERENCES_TYPE = "notifications.preferences"
 #: The message format's version. A message without ``v`` is version 1 (sent before the field existed).
 VERSION = 1
 #: ``reset`` reasons (SPEC §6): more missed than ``NOTIFICATIONS_REPLAY_LIMIT``, or older than what is kept.
@@ -60,10 +61,21 @@ def reset_frame(reason: str, cursor: int) -> bytes:
     return sse.encode_event(dumps({"reason": reason, "cursor": cursor}), event="reset", id=cursor)
 
 
-def read_frame(ids: list[int] | None, unread_count: int) -> bytes:
-    """``event: read`` (no id: read state is not part of the id sequence); ``ids`` None means all."""
-    return sse.encode_event(dumps({"ids": sorted(ids) if ids is not None else "all", "unread_count": unread_count}),
-                            event="read")
+def read_frame(ids: list[int] | None, unread_count: int, *, read: bool = True) -> bytes:
+    """``event: read`` (no id: read state is not part of the id sequence); ``ids`` None means all.
+
+    ``read`` False: the notices were marked unread again (SPEC §13).
+    """
+    return sse.encode_event(
+        dumps({"ids": sorted(ids) if ids is not None else "all", "read": read, "unread_count": unread_count}),
+        event="read",
+    )
+
+
+def archive_frame(ids: list[int], archived: bool, unread_count: int) -> bytes:
+    """``event: archive``: notices moved out of (or back into) one user's inbox (SPEC §13)."""
+    return sse.encode_event(dumps({"ids": sorted(ids), "archived": archived, "unread_count": unread_count}),
+                            event="archive")
 
 
 # -- channel-layer messages --------------------------------------------------------------------
@@ -101,6 +113,11 @@ class Event:
     #: For a memory replay to someone who has read it meanwhile; None from a process that does
     #: not encode it (such events are not replayed from memory).
     read_frame: bytes | None = None
+    #: What the fan-out decides muting and expiry on in memory (SPEC §13): the category
+    #: ("" for none), the level, and ``expires_at`` as a POSIX timestamp (None: never).
+    category: str = ""
+    level: str = "info"
+    expires: float | None = None
 
     @classmethod
     def of(cls, notification: Notification) -> Event:
@@ -111,7 +128,13 @@ class Event:
             user_frame=notification_frame(notification, read=False),
             anon_frame=notification_frame(notification, read=None),
             read_frame=notification_frame(notification, read=True),
+            category=notification.category,
+            level=notification.level,
+            expires=notification.expires_at.timestamp() if notification.expires_at is not None else None,
         )
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and self.expires <= now
 
     def frame_for(self, viewer: Viewer, *, read: bool = False) -> bytes:
         if viewer.user_id is None:
@@ -137,6 +160,13 @@ class Event:
         }
         if self.read_frame is not None:
             message["read_frame"] = self.read_frame
+        # Left out when empty, so a message without them reads as before (version 1 stays).
+        if self.category:
+            message["category"] = self.category
+        if self.level != "info":
+            message["level"] = self.level
+        if self.expires is not None:
+            message["expires"] = self.expires
         return message
 
     @classmethod
@@ -157,8 +187,17 @@ class Event:
         read = message.get("read_frame")
         if read is not None and not isinstance(read, bytes):
             raise BadMessage(f"event message: 'read_frame' must be bytes, got {type(read).__name__}")
+        category = message.get("category", "")
+        level = message.get("level", "info")
+        expires = message.get("expires")
+        if not isinstance(category, str) or not isinstance(level, str):
+            raise BadMessage(
+                f"event message: 'category' and 'level' must be strings, got {category!r:.40}, {level!r:.40}"
+            )
+        if expires is not None and (not isinstance(expires, int | float) or isinstance(expires, bool)):
+            raise BadMessage(f"event message: 'expires' must be a number, got {expires!r:.80}")
         return cls(id, audience, target, _field(message, "user_frame", bytes), _field(message, "anon_frame", bytes),
-                   read)
+                   read, category, level, None if expires is None else float(expires))
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +272,26 @@ class IdentityChange:
         return cls(user_id=user_id, auth=_field(message, "auth", str))
 
 
-def parse(message: Any) -> Event | ReadEvent | IdentityChange:
+@dataclass(frozen=True, slots=True)
+class PreferenceChange:
+    """A user's muted categories now (``services.set_preferences``): their open streams follow at once."""
+
+    user_id: int
+    muted: frozenset[str]
+
+    def to_message(self) -> dict[str, Any]:
+        return {"type": PREFERENCES_TYPE, "v": VERSION, "user_id": self.user_id, "muted": sorted(self.muted)}
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> PreferenceChange:
+        _check_version(message)
+        muted = _field(message, "muted", (list, tuple))
+        if not all(isinstance(category, str) for category in muted):
+            raise BadMessage(f"preferences message: 'muted' must be a list of strings, got {muted!r:.80}")
+        return cls(_field(message, "user_id", int), frozenset(muted))
+
+
+def parse(message: Any) -> Event | ReadEvent | IdentityChange | PreferenceChange:
     """The typed form of a channel-layer message; ``BadMessage`` for anything else."""
     if not isinstance(message, dict):
         raise BadMessage(f"a channel-layer message must be a dict, got {type(message).__name__}")
@@ -244,4 +302,6 @@ def parse(message: Any) -> Event | ReadEvent | IdentityChange:
         return ReadEvent.from_message(message)
     if kind == IDENTITY_TYPE:
         return IdentityChange.from_message(message)
+    if kind == PREFERENCES_TYPE:
+        return PreferenceChange.from_message(message)
     raise BadMessage(f"unknown message type {kind!r:.80}")

@@ -5,8 +5,9 @@ stream attached and ``limit`` (``NOTIFICATIONS_REPLAY_LIMIT``):
 
 1. ``after`` below the pruning horizon → one ``reset`` (reason ``expired``), whatever is kept;
 2. else more than ``limit`` visible notices after ``after`` → one ``reset`` (``too_many``);
-3. else every notice after ``after`` that still exists and the viewer may see, in id order,
-   each with the viewer's current read state.
+3. else every notice after ``after`` that still exists, the viewer may see and has in their
+   inbox (not archived, muted or expired: SPEC §13), in id order, each with the viewer's
+   current read state. Notices left out do not count towards ``limit``.
 
 ``from_memory`` and ``from_database`` both keep it; ``tests/test_replay.py`` runs one table
 against both. Imports models, events and the window's type; never the hub or the stream.
@@ -64,7 +65,7 @@ def from_database(viewer: Viewer, after: int, cursor: int, limit: int) -> Replay
     so the newest row read bounds a range that is complete.
     """
     rows = list(
-        Notification.objects.visible_to(viewer).with_read(viewer).filter(id__gt=after).order_by("id")[: limit + 1]
+        Notification.objects.inbox(viewer).with_read(viewer).filter(id__gt=after).order_by("id")[: limit + 1]
     )
     # The horizon is read after the rows: prune_notifications raises it before it deletes
     # anything, so if the rows query missed a pruned row, this read sees the new horizon.
@@ -82,11 +83,14 @@ def from_memory(viewer: Viewer, events: Sequence[Event], after: int, cursor: int
     """The missed events the hub still holds, already encoded (complete up to ``cursor``).
 
     One query for which of them still exist (an admin may have deleted one; pruning deletes
-    old ones) and, for a signed-in viewer, which they have read since; one for the horizon.
+    old ones), are not archived or expired and, for a signed-in viewer, which they have read
+    since; one for the horizon.
     """
-    ids = [event.id for event in events]
+    # Muting is decided in memory, as the live fan-out does; archive and expiry by the query.
+    ids = [event.id for event in events if not viewer.mutes(event.category, event.level)]
     read = dict(
-        Notification.objects.filter(id__in=ids).with_read(viewer).values_list("id", "is_read")  # type: ignore[misc]
+        Notification.objects.filter(id__in=ids).current().archived_by(viewer, False)
+        .with_read(viewer).values_list("id", "is_read")  # type: ignore[misc]
     ) if ids else {}
     if after < StreamState.horizon():  # after the rows, as in from_database
         return _reset(EXPIRED, cursor, MEMORY)

@@ -247,6 +247,8 @@ class Notification(models.Model):
             errors.setdefault("body", []).append(
                 f"The body may be at most {BODY_MAX_LENGTH:,} characters long, got {len(self.body):,}."
             )
+        if self.data is None:  # a form's empty JSON field
+            self.data = {}
         data_problem = json_object_problem(self.data)
         if data_problem:
             errors.setdefault("data", []).append(data_problem)

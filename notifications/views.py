@@ -68,7 +68,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
             "unread_count": services.unread_count(viewer) if allowed else 0,
             "stream_allowed": allowed,
             "older_url": older,
-            "filtered": query.filtered,
+            "filtered_archived": query.archived,
         },
     )
 

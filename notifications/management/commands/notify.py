@@ -1,7 +1,9 @@
-"""manage.py notify TITLE [--body] [--level] [--user USERNAME] [--group NAME] [--url]."""
+"""manage.py notify TITLE [--body] [--level] [--user USERNAME] [--group NAME] [--url]
+[--category SLUG] [--data JSON] [--expires ISO-8601|SECONDS]."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -21,12 +23,23 @@ class Command(BaseCommand):
         parser.add_argument("--user", dest="username", default=None, help="only this user (a username)")
         parser.add_argument("--group", default=None, help="only this group's members (a group name)")
         parser.add_argument("--url", default="", help="an http(s) URL or a path starting with /")
+        parser.add_argument("--category", default="", help="a slug users can filter on and mute")
+        parser.add_argument("--data", default=None, help='a JSON object for the site, e.g. \'{"order": 42}\'')
+        parser.add_argument("--expires", default=None, help="ISO 8601, or seconds from now")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["level"] not in Level.values:
             raise CommandError(f"Unknown level {options['level']!r}; use one of {', '.join(Level.values)}.")
         if options["username"] and options["group"]:
             raise CommandError("Give --user or --group, not both.")
+        data = None
+        if options["data"] is not None:
+            try:
+                data = json.loads(options["data"])
+            except ValueError as exc:
+                raise CommandError(f"--data must be JSON: {exc}.") from None
+            if not isinstance(data, dict):
+                raise CommandError(f"--data must be a JSON object, got {type(data).__name__}.")
         try:
             notification = notify(
                 options["title"],
@@ -35,6 +48,9 @@ class Command(BaseCommand):
                 url=options["url"],
                 recipient=options["username"],
                 group=options["group"],
+                category=options["category"],
+                data=data,
+                expires_at=options["expires"],
             )
         except ValidationError as exc:
             raise CommandError("; ".join(f"{k}: {' '.join(v)}" if k != "__all__" else " ".join(v)

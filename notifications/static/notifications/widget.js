@@ -103,13 +103,19 @@ export class Widget {
     client.unread = signedIn ? unread || 0 : null;
     client.markSeen([...this.list.querySelectorAll(".n-item[data-id]")].map((li) => toId(li.getAttribute("data-id"))));
     for (const time of this.list.querySelectorAll("time[datetime]")) formatTime(time);
-    this.archivedView = /(?:^|[?&])archived=(?:1|true)(?:&|$)/.test(document.location ? document.location.search.slice(1) : "");
+    const query = new URLSearchParams(document.location ? document.location.search : "");
+    const flag = (name) => ["1", "true"].includes((query.get(name) || "").toLowerCase());
+    this.archivedView = flag("archived");
+    // A page of older notices, the archive or the muted ones: live notices do not belong on it;
+    // a category page takes only its category's.
+    this.liveView = !this.archivedView && !flag("muted") && !query.get("before");
+    this.category = query.get("category") || "";
     this.timers = new Map(); // id → timeout: expiring notices leave the page at their time
     for (const li of this.list.querySelectorAll(".n-item[data-expires]")) this.scheduleExpiry(li);
     const on = (name, handler) => document.addEventListener(`notifications:${name}`, (e) => handler(e.detail));
     on("state", (detail) => this.showState(detail.state));
     on("notification", (n) => {
-      this.add(n);
+      if (this.liveView && (!this.category || n.category === this.category)) this.add(n);
       this.showUnread();
     });
     on("read", (detail) => {

@@ -387,3 +387,25 @@ def test_page_has_older_link_and_archive_and_unread_forms(alice, settings):
     older = client.get(f"/notifications/?before={rows[3].id}").content.decode()
     assert f'data-id="{rows[2].id}"' in older and f'data-id="{rows[3].id}"' not in older
     assert client.get("/notifications/?unread=banana").status_code == 400
+
+
+# -- the inbox replay query stays indexed ------------------------------------------------------
+
+
+@pytest.mark.skipif("sqlite" not in __import__("django.db").db.connection.vendor, reason="SQLite's EXPLAIN QUERY PLAN")
+def test_inbox_replay_query_searches_from_the_cursor_and_looks_up_marks_by_index(alice):
+    from django.db import connection
+
+    Preference.objects.create(user=alice, muted=["billing"])
+    viewer = Viewer.of(alice)
+    query = Notification.objects.inbox(viewer).with_read(viewer).filter(id__gt=5).order_by("id")[:501]
+    sql, params = query.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        plan = [row[-1] for row in cursor.fetchall()]
+    text = "\n".join(plan)
+    assert not any(step.startswith("SCAN") for step in plan), text
+    searches = [step for step in plan if step.startswith("SEARCH notifications_notification")]
+    assert searches and all("id>?" in step for step in searches), text
+    # archive and read marks: lookups in their (user, notification) unique indexes
+    assert sum(step.startswith("SEARCH U0 USING COVERING INDEX") for step in plan) >= 2, text

@@ -8,6 +8,7 @@ SSE frames.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from typing import TYPE_CHECKING, Any
@@ -243,7 +244,12 @@ def set_preferences(viewer: Viewer, *, muted: list[str]) -> dict[str, Any]:
     with transaction.atomic():
         Preference.objects.update_or_create(user_id=user_id, defaults={"muted": chosen})
         message = events.PreferenceChange(user_id, frozenset(chosen)).to_message()
+        # The unread count changes with what is muted: open pages' badges follow at once
+        # (``event: read`` naming no ids only carries the new count).
+        count = unread_count(dataclasses.replace(viewer, muted=frozenset(chosen)))
+        count_message = events.ReadEvent(user_id, events.read_frame([], count)).to_message()
         transaction.on_commit(lambda: publish(message))
+        transaction.on_commit(lambda: publish(count_message))
     return {"muted": chosen}
 
 

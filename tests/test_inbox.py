@@ -252,14 +252,19 @@ def test_read_all_skips_archived_and_muted(alice, three, published):
 
 def test_preferences_get_and_put(alice, published, django_capture_on_commit_callbacks):
     client = client_for(alice)
+    Notification.objects.create(title="bill", category="billing")
+    Notification.objects.create(title="plain")
     assert client.get("/notifications/api/preferences/").json() == {"muted": []}
     with django_capture_on_commit_callbacks(execute=True):
         response = post_json(client, "/notifications/api/preferences/", {"muted": ["social", "billing", "social"]},
                              "put")
     assert response.status_code == 200 and response.json() == {"muted": ["billing", "social"]}
     assert client.get("/notifications/api/preferences/").json() == {"muted": ["billing", "social"]}
-    assert published[-1]["type"] == PREFERENCES_TYPE
-    assert parse(published[-1]) == PreferenceChange(alice.id, frozenset({"billing", "social"}))
+    assert published[-2]["type"] == PREFERENCES_TYPE
+    assert parse(published[-2]) == PreferenceChange(alice.id, frozenset({"billing", "social"}))
+    # Open pages' badges follow: a read event naming no ids carries the new count.
+    assert published[-1]["type"] == READ_TYPE
+    assert frame_data(published[-1]) == ("read", {"ids": [], "read": True, "unread_count": 1})
     assert Viewer.of(alice).muted == frozenset({"billing", "social"})
 
 

@@ -155,6 +155,8 @@ async def test_a_muted_category_reaches_others_but_not_the_muter_and_error_break
             await sf.read_until(has("hello"))
             # Muted while the stream is open: it follows at once.
             assert (await call(erin, "PUT", f"{API}preferences/", {"muted": ["digest"]})).status_code == 200
+            await se.read_until(has("read"), timeout=5)  # the badge's new count
+            assert data_of(se, "read")[0]["ids"] == []
             quiet = await send(admin, title="weekly digest", category="digest")
             loud = await send(admin, title="digest failed", category="digest", level="error")
             plain = await send(admin, title="plain")

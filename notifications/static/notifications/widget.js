@@ -34,6 +34,12 @@ function remove(node) {
 const MAX_TIMEOUT = 2147483647;
 const UNREAD_LABEL = "Unread: ";
 
+/** Put `fresh` in place of `li` (the same notice, rendered again) without replaying the entrance animation. */
+function replace(li, fresh) {
+  li.replaceWith(fresh);
+  if (typeof fresh.getAnimations === "function") for (const a of fresh.getAnimations()) a.finish();
+}
+
 function fillForm(form, url, n) {
   form.setAttribute("action", url.replace("{id}", String(n.id)));
   for (const node of form.querySelectorAll("[aria-label]")) {
@@ -203,7 +209,7 @@ export class Widget {
       if (!li || li.classList.contains("unread")) continue;
       const fresh = renderItem(this.template, this.itemData(li, false), this.urls());
       const focused = li.contains(this.document.activeElement);
-      li.replaceWith(fresh);
+      replace(li, fresh);
       if (focused) (fresh.querySelector(".n-read button") || fresh).focus();
       if (fresh.hasAttribute("data-expires")) this.scheduleExpiry(fresh);
     }
@@ -259,7 +265,7 @@ export class Widget {
         // Rendered again, read, so it gets its "Mark unread" form from the one template.
         const fresh = renderItem(this.template, this.itemData(li, true), this.urls());
         const keep = li.contains(focused);
-        li.replaceWith(fresh);
+        replace(li, fresh);
         if (keep) fresh.focus(); // the keyboard user stays in place, not at the page's top
         if (fresh.hasAttribute("data-expires")) this.scheduleExpiry(fresh);
         continue;

@@ -414,3 +414,60 @@ def test_inbox_replay_query_searches_from_the_cursor_and_looks_up_marks_by_index
     assert searches and all("id>?" in step for step in searches), text
     # archive and read marks: lookups in their (user, notification) unique indexes
     assert sum(step.startswith("SEARCH U0 USING COVERING INDEX") for step in plan) >= 2, text
+
+
+def _plans(queryset) -> list[str]:
+    from django.db import connection
+
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN QUERY PLAN " + sql, params)
+        return [row[-1] for row in cursor.fetchall()]
+
+
+@pytest.mark.skipif("sqlite" not in __import__("django.db").db.connection.vendor, reason="SQLite's EXPLAIN QUERY PLAN")
+def test_database_replay_reads_each_audience_in_id_order_without_a_sort(alice, monkeypatch):
+    """The old-cursor replay (issue 14, speed): no temporary B-tree over every visible row after the cursor."""
+    from notifications import replay
+
+    Preference.objects.create(user=alice, muted=["billing"])
+    viewer = Viewer.of(alice)
+    captured = []
+    real = replay.heapq.merge
+
+    def spy(*parts, **kwargs):
+        captured.extend(parts)
+        return real(*parts, **kwargs)
+
+    monkeypatch.setattr(replay.heapq, "merge", spy)
+    replay.missed_rows(viewer, 5, 501)
+    rows = (
+        Notification.objects.filter(id__gt=5).current().archived_by(viewer, False).muted_for(viewer, False)
+        .with_read(viewer).order_by("id")
+    )
+    parts = [rows.filter(recipient__isnull=True, group__isnull=True), rows.filter(recipient_id=alice.id),
+             *(rows.filter(group_id=g) for g in viewer.group_ids)]
+    for part in parts:
+        plan = _plans(part[:501])
+        text = "\n".join(plan)
+        assert not any("TEMP B-TREE" in step or step.startswith("SCAN") for step in plan), text
+    assert len(captured) == len(parts)
+
+
+@pytest.mark.parametrize("groups", [0, 2, 9])
+def test_merged_replay_rows_equal_the_single_query(alice, bob, groups, published):
+    from django.contrib.auth.models import Group
+
+    from notifications import replay
+
+    made = [Group.objects.create(name=f"g{i}") for i in range(groups)]
+    alice.groups.add(*made)
+    other = Group.objects.create(name="not alices")
+    targets = [{}, {"recipient": alice}, {"recipient": bob}, {"group": other}] + [{"group": g} for g in made]
+    for i in range(60):
+        Notification.objects.create(title=f"n{i}", **targets[i % len(targets)])
+    viewer = Viewer.of(alice)
+    single = Notification.objects.inbox(viewer).with_read(viewer).order_by("id")
+    for after, count in ((0, 501), (0, 7), (Notification.objects.order_by("id")[20].id, 5)):
+        expected = [n.id for n in single.filter(id__gt=after)[:count]]
+        assert [n.id for n in replay.missed_rows(viewer, after, count)] == expected

@@ -32,13 +32,15 @@ class AudienceFilter(admin.SimpleListFilter):
 
 @admin.register(Notification)
 class NotificationAdmin(admin.ModelAdmin):
-    list_display = ["title", "level", "audience_display", "created_at", "read_by"]
-    list_filter = ["level", AudienceFilter, "created_at"]
+    list_display = ["title", "level", "category", "audience_display", "created_at", "expires_at", "read_by"]
+    list_filter = ["level", "category", AudienceFilter, "created_at"]
     search_fields = ["title", "body"]
     date_hierarchy = "created_at"
     raw_id_fields = ["recipient"]
-    fields = ["title", "body", "level", "url", "recipient", "group"]
-    sent_fields: list[str] = ["title", "body", "level", "url", "recipient", "group", "created_at"]
+    fields = ["title", "body", "level", "url", "recipient", "group", "category", "data", "expires_at"]
+    sent_fields: list[str] = [
+        "title", "body", "level", "url", "recipient", "group", "category", "data", "expires_at", "created_at",
+    ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
         return super().get_queryset(request).select_related("recipient", "group").annotate(

@@ -23,6 +23,7 @@ EVENT_TYPE = "notifications.event"
 READ_TYPE = "notifications.read"
 IDENTITY_TYPE = "notifications.identity"
 BATCH_TYPE = "notifications.batch"
+PREFERENCES_TYPE = "notifications.preferences"
 #: The message format's version. A message without ``v`` is version 1 (sent before the field existed).
 VERSION = 1
 #: ``reset`` reasons (SPEC §6): more missed than ``NOTIFICATIONS_REPLAY_LIMIT``, or older than what is kept.
@@ -61,10 +62,21 @@ def reset_frame(reason: str, cursor: int) -> bytes:
     return sse.encode_event(dumps({"reason": reason, "cursor": cursor}), event="reset", id=cursor)
 
 
-def read_frame(ids: list[int] | None, unread_count: int) -> bytes:
-    """``event: read`` (no id: read state is not part of the id sequence); ``ids`` None means all."""
-    return sse.encode_event(dumps({"ids": sorted(ids) if ids is not None else "all", "unread_count": unread_count}),
-                            event="read")
+def read_frame(ids: list[int] | None, unread_count: int, *, read: bool = True) -> bytes:
+    """``event: read`` (no id: read state is not part of the id sequence); ``ids`` None means all.
+
+    ``read`` False: the notices were marked unread again (SPEC §13).
+    """
+    return sse.encode_event(
+        dumps({"ids": sorted(ids) if ids is not None else "all", "read": read, "unread_count": unread_count}),
+        event="read",
+    )
+
+
+def archive_frame(ids: list[int], archived: bool, unread_count: int) -> bytes:
+    """``event: archive``: notices moved out of (or back into) one user's inbox (SPEC §13)."""
+    return sse.encode_event(dumps({"ids": sorted(ids), "archived": archived, "unread_count": unread_count}),
+                            event="archive")
 
 
 # -- channel-layer messages --------------------------------------------------------------------
@@ -102,6 +114,11 @@ class Event:
     #: For a memory replay to someone who has read it meanwhile; None from a process that does
     #: not encode it (such events are not replayed from memory).
     read_frame: bytes | None = None
+    #: What the fan-out decides muting and expiry on in memory (SPEC §13): the category
+    #: ("" for none), the level, and ``expires_at`` as a POSIX timestamp (None: never).
+    category: str = ""
+    level: str = "info"
+    expires: float | None = None
 
     @classmethod
     def of(cls, notification: Notification) -> Event:
@@ -116,7 +133,13 @@ class Event:
             # encoded a third time (a bulk send of 10,000 spends its time encoding).
             anon_frame=notification_frame(notification, read=None) if audience == "everyone" else user_frame,
             read_frame=notification_frame(notification, read=True),
+            category=notification.category,
+            level=notification.level,
+            expires=notification.expires_at.timestamp() if notification.expires_at is not None else None,
         )
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and self.expires <= now
 
     def frame_for(self, viewer: Viewer, *, read: bool = False) -> bytes:
         if viewer.user_id is None:
@@ -142,6 +165,13 @@ class Event:
         }
         if self.read_frame is not None:
             message["read_frame"] = self.read_frame
+        # Left out when empty, so a message without them reads as before (version 1 stays).
+        if self.category:
+            message["category"] = self.category
+        if self.level != "info":
+            message["level"] = self.level
+        if self.expires is not None:
+            message["expires"] = self.expires
         return message
 
     @classmethod
@@ -162,8 +192,17 @@ class Event:
         read = message.get("read_frame")
         if read is not None and not isinstance(read, bytes):
             raise BadMessage(f"event message: 'read_frame' must be bytes, got {type(read).__name__}")
+        category = message.get("category", "")
+        level = message.get("level", "info")
+        expires = message.get("expires")
+        if not isinstance(category, str) or not isinstance(level, str):
+            raise BadMessage(
+                f"event message: 'category' and 'level' must be strings, got {category!r:.40}, {level!r:.40}"
+            )
+        if expires is not None and (not isinstance(expires, int | float) or isinstance(expires, bool)):
+            raise BadMessage(f"event message: 'expires' must be a number, got {expires!r:.80}")
         return cls(id, audience, target, _field(message, "user_frame", bytes), _field(message, "anon_frame", bytes),
-                   read)
+                   read, category, level, None if expires is None else float(expires))
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +281,8 @@ class IdentityChange:
 class EventBatch:
     """Many new notifications in one message (a bulk send, SPEC §15), ids strictly increasing.
 
-    Each event travels as a list ``[id, audience, target, user_frame, anon_frame, read_frame]``;
+    Each event travels as a list ``[id, audience, target, user_frame, anon_frame, read_frame,
+    category, level, expires]``;
     ``anon_frame`` is None when it equals ``user_frame`` (always, for user and group events:
     anonymous viewers never get them), so a personal notice's frame is not sent twice.
     """
@@ -252,7 +292,7 @@ class EventBatch:
     def to_message(self) -> dict[str, Any]:
         rows = [
             [e.id, e.audience, e.target, e.user_frame, e.anon_frame if e.audience == "everyone" else None,
-             e.read_frame]
+             e.read_frame, e.category, e.level, e.expires]
             for e in self.events
         ]
         return {"type": BATCH_TYPE, "v": VERSION, "events": rows}
@@ -266,13 +306,14 @@ class EventBatch:
             raise BadMessage(f"batch message: 'events' must be a non-empty list, got {rows!r:.80}")
         items: list[Event] = []
         for index, row in enumerate(rows):
-            if not isinstance(row, list | tuple) or len(row) != 6:
-                raise BadMessage(f"batch message: entry {index} must be a list of 6, got {row!r:.80}")
-            id, audience, target, user_frame, anon_frame, read_frame = row
+            if not isinstance(row, list | tuple) or len(row) != 9:
+                raise BadMessage(f"batch message: entry {index} must be a list of 9, got {row!r:.80}")
+            id, audience, target, user_frame, anon_frame, read_frame, category, level, expires = row
             try:
                 item = Event.from_message({
                     "type": EVENT_TYPE, "id": id, "audience": audience, "target": target, "user_frame": user_frame,
                     "anon_frame": user_frame if anon_frame is None else anon_frame, "read_frame": read_frame,
+                    "category": category, "level": level, "expires": expires,
                 })
             except BadMessage as exc:
                 raise BadMessage(f"batch message, entry {index}: {exc}") from None
@@ -282,7 +323,27 @@ class EventBatch:
         return cls(tuple(items))
 
 
-def parse(message: Any) -> Event | EventBatch | ReadEvent | IdentityChange:
+
+@dataclass(frozen=True, slots=True)
+class PreferenceChange:
+    """A user's muted categories now (``services.set_preferences``): their open streams follow at once."""
+
+    user_id: int
+    muted: frozenset[str]
+
+    def to_message(self) -> dict[str, Any]:
+        return {"type": PREFERENCES_TYPE, "v": VERSION, "user_id": self.user_id, "muted": sorted(self.muted)}
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> PreferenceChange:
+        _check_version(message)
+        muted = _field(message, "muted", (list, tuple))
+        if not all(isinstance(category, str) for category in muted):
+            raise BadMessage(f"preferences message: 'muted' must be a list of strings, got {muted!r:.80}")
+        return cls(_field(message, "user_id", int), frozenset(muted))
+
+
+def parse(message: Any) -> Event | EventBatch | ReadEvent | IdentityChange | PreferenceChange:
     """The typed form of a channel-layer message; ``BadMessage`` for anything else."""
     if not isinstance(message, dict):
         raise BadMessage(f"a channel-layer message must be a dict, got {type(message).__name__}")
@@ -295,4 +356,6 @@ def parse(message: Any) -> Event | EventBatch | ReadEvent | IdentityChange:
         return ReadEvent.from_message(message)
     if kind == IDENTITY_TYPE:
         return IdentityChange.from_message(message)
+    if kind == PREFERENCES_TYPE:
+        return PreferenceChange.from_message(message)
     raise BadMessage(f"unknown message type {kind!r:.80}")

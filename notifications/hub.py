@@ -25,6 +25,7 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from .events import (
     Event,
     EventBatch,
     IdentityChange,
+    PreferenceChange,
     ReadEvent,
     parse,
     reset_frame,
@@ -124,6 +126,8 @@ class Hub:
         self.streams: set[Stream] = set()
         self._by_user: dict[int, set[Stream]] = collections.defaultdict(set)
         self._by_group: dict[int, set[Stream]] = collections.defaultdict(set)
+        #: Streams by the categories their viewer muted (SPEC §13): the fan-out skips them in memory.
+        self._muting: dict[str, set[Stream]] = collections.defaultdict(set)
         self.head = 0
         self.window = window if window is not None else Window()
         self.channel_name: str | None = None
@@ -239,6 +243,8 @@ class Hub:
             self._by_user[viewer.user_id].add(stream)
         for group_id in viewer.group_ids:
             self._by_group[group_id].add(stream)
+        for category in viewer.muted:
+            self._muting[category].add(stream)
         stream.sent_through = self.head
         recent = self.window.after(viewer, after) if after is not None else None
         return self.head, recent
@@ -250,6 +256,8 @@ class Hub:
             _discard(self._by_user, viewer.user_id, stream)
         for group_id in viewer.group_ids:
             _discard(self._by_group, group_id, stream)
+        for category in viewer.muted:
+            _discard(self._muting, category, stream)
         stream.release()
 
     def new_stream(self, viewer: Viewer, send: Any) -> Stream:
@@ -329,6 +337,8 @@ class Hub:
                     await self._on_event(event)
             elif isinstance(item, ReadEvent):
                 self._on_read(item)
+            elif isinstance(item, PreferenceChange):
+                self.apply_preferences(item)
             else:
                 self.apply_identity(item)
         except Exception:
@@ -340,6 +350,23 @@ class Hub:
     def _on_read(self, item: ReadEvent) -> None:
         for stream in list(self._by_user.get(item.user_id, ())):
             stream.push(item.frame)
+
+    def apply_preferences(self, change: PreferenceChange) -> None:
+        """Give that user's open streams on this process their muted categories now (SPEC §13).
+
+        From the next event on, the fan-out skips the muted categories for them (and sends
+        those it unmuted); notices already sent stay on the page until it reloads.
+        """
+        self.stats["preference_changes"] += 1
+        for stream in list(self._by_user.get(change.user_id, ())):
+            old = stream.viewer.muted
+            if old == change.muted:
+                continue
+            for category in old - change.muted:
+                _discard(self._muting, category, stream)
+            for category in change.muted - old:
+                self._muting[category].add(stream)
+            stream.viewer = dataclasses.replace(stream.viewer, muted=change.muted)
 
     def apply_identity(self, change: IdentityChange) -> None:
         """Follow a change Django reported (``identity``) on this process's streams of that user.
@@ -491,6 +518,12 @@ class Hub:
             else:
                 streams = list((self._by_user if audience == "user" else self._by_group).get(event.target or 0, ()))
                 user_frame = anon_frame = event.user_frame
+            if event.expires is not None and event.expired(time.time()):
+                streams = []  # a catch-up reached it after its expiry: nobody lists it any more
+            elif event.category and event.level != "error":
+                muting = self._muting.get(event.category)
+                if muting:
+                    streams = [stream for stream in streams if stream not in muting]
             self.stats["deliveries"] += len(streams)
             async for some in _slices(streams):
                 for stream in some:
@@ -545,7 +578,7 @@ async def _slices(streams: list[Stream]) -> AsyncIterator[list[Stream]]:
         yield streams[start : start + FANOUT_SLICE]
 
 
-def _discard(index: dict[int, set[Stream]], key: int, stream: Stream) -> None:
+def _discard(index: dict[Any, set[Stream]], key: int | str, stream: Stream) -> None:
     members = index.get(key)
     if members is not None:
         members.discard(stream)

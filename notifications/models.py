@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_slug
 from django.db import models
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
@@ -30,6 +32,9 @@ FRAME_MAX_BYTES = 64 * 1024
 #: Room for the id in a frame measured before the row has one: an ``id: <19 digits>`` line and
 #: up to 19 digits in the JSON's ``"id"`` in place of ``null`` (generous by a few bytes).
 _ID_ROOM = len("id: \n") + 2 * 19
+#: Category slugs (SPEC §13) and the largest ``data`` object, as compact UTF-8 JSON.
+CATEGORY_MAX_LENGTH = 50
+DATA_MAX_BYTES = 8 * 1024
 
 
 class Level(models.TextChoices):
@@ -57,6 +62,8 @@ class Viewer:
     #: so that a sign-out or a password change can end this viewer's open streams.
     session: str | None = None
     auth: str | None = None
+    #: Categories this user muted (``Preference``): their notices, unless ``error``, are not streamed.
+    muted: frozenset[str] = frozenset()
 
     @property
     def is_authenticated(self) -> bool:
@@ -71,6 +78,7 @@ class Viewer:
 
         groups = getattr(user, "groups", None)
         group_ids = frozenset(groups.values_list("pk", flat=True)) if groups is not None else frozenset()
+        muted = Preference.objects.filter(user_id=user.pk).values_list("muted", flat=True).first() or []
         return cls(
             user_id=user.pk,
             username=user.get_username(),
@@ -78,6 +86,7 @@ class Viewer:
             is_staff=bool(getattr(user, "is_staff", False)),
             session=digest(session_key) if session_key else None,
             auth=auth_digest(user),  # type: ignore[arg-type]
+            muted=frozenset(muted),
         )
 
     def may_see(self, audience: str, target: int | None) -> bool:
@@ -87,6 +96,10 @@ class Viewer:
         if audience == Audience.GROUP:
             return target in self.group_ids
         return target is not None and target == self.user_id
+
+    def mutes(self, category: str, level: str) -> bool:
+        """Whether this viewer muted a notice of ``category`` and ``level`` (never uncategorised or ``error``)."""
+        return bool(category) and level != Level.ERROR and category in self.muted
 
 
 class NotificationQuerySet(models.QuerySet["Notification"]):
@@ -110,8 +123,30 @@ class NotificationQuerySet(models.QuerySet["Notification"]):
         return max(newest, pruned)
 
     def unread_by(self, viewer: Viewer) -> NotificationQuerySet:
-        """Visible notifications this signed-in viewer has not read."""
-        return self.visible_to(viewer).with_read(viewer).filter(is_read=False)  # type: ignore[misc]
+        """The viewer's inbox (``inbox``) notices they have not read: what the unread count counts."""
+        return self.inbox(viewer).with_read(viewer).filter(is_read=False)  # type: ignore[misc]
+
+    def current(self, now: dt.datetime | None = None) -> NotificationQuerySet:
+        """Notices not past their ``expires_at`` (SPEC §13)."""
+        return self.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now or timezone.now()))
+
+    def muted_for(self, viewer: Viewer, muted: bool = True) -> NotificationQuerySet:
+        """Only the notices the viewer muted (``muted=False``: only those they did not)."""
+        if not viewer.muted:
+            return self.none() if muted else self
+        q = Q(category__in=sorted(viewer.muted)) & ~Q(level=Level.ERROR)
+        return self.filter(q) if muted else self.exclude(q)
+
+    def archived_by(self, viewer: Viewer, archived: bool = True) -> NotificationQuerySet:
+        """Only the notices the viewer archived (``archived=False``: only those they did not)."""
+        if viewer.user_id is None:
+            return self.none() if archived else self
+        marks = Archive.objects.filter(user_id=viewer.user_id, notification_id=OuterRef("pk"))
+        return self.filter(Exists(marks) if archived else ~Exists(marks))
+
+    def inbox(self, viewer: Viewer) -> NotificationQuerySet:
+        """What a viewer's inbox lists, counts and replays: visible, not expired, archived or muted."""
+        return self.visible_to(viewer).current().archived_by(viewer, False).muted_for(viewer, False)
 
     def with_read(self, viewer: Viewer) -> NotificationQuerySet:
         """Annotate ``is_read`` for a signed-in viewer (False for everyone when anonymous)."""
@@ -150,6 +185,21 @@ class Notification(models.Model):
         help_text="Only this group's members see it.",
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    category = models.CharField(
+        max_length=CATEGORY_MAX_LENGTH,
+        blank=True,
+        default="",
+        validators=[validate_slug],
+        help_text="Optional slug (letters, digits, - and _) users can filter on and mute.",
+    )
+    data = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=f"Optional JSON object for the site's own use (at most {DATA_MAX_BYTES:,} bytes encoded).",
+    )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Optional: after this time the notice is no longer listed or replayed."
+    )
 
     objects = NotificationQuerySet.as_manager()
 
@@ -197,6 +247,15 @@ class Notification(models.Model):
             errors.setdefault("body", []).append(
                 f"The body may be at most {BODY_MAX_LENGTH:,} characters long, got {len(self.body):,}."
             )
+        if self.data is None:  # a form's empty JSON field
+            self.data = {}
+        data_problem = json_object_problem(self.data)
+        if data_problem:
+            errors.setdefault("data", []).append(data_problem)
+        if self.expires_at is not None and self.pk is None and self.expires_at <= timezone.now():
+            errors.setdefault("expires_at", []).append(
+                f"The expiry must be in the future, got {self.expires_at.isoformat()}."
+            )
         if self.url and not is_safe_link(self.url):
             errors.setdefault("url", []).append(
                 f"The link must be an http(s) URL with a host, or a path starting with / (not //), "
@@ -226,12 +285,35 @@ class Notification(models.Model):
             "body": self.body,
             "level": self.level,
             "url": self.url,
-            "created_at": self.created_at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "created_at": _iso(self.created_at),
             "audience": self.audience,
+            "category": self.category,
+            "data": self.data if isinstance(self.data, dict) else {},
+            "expires_at": _iso(self.expires_at) if self.expires_at is not None else None,
         }
         if read is not None:
             data["read"] = read
         return data
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def json_object_problem(value: Any) -> str | None:
+    """Why ``value`` may not be a notice's ``data``, or None: not an object, not JSON, or too large."""
+    if not isinstance(value, dict):
+        return f"data must be a JSON object, got {type(value).__name__}."
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        size = len(text.encode())
+    except (TypeError, ValueError) as exc:
+        return f"data must be JSON: {exc}."
+    if "\\u0000" in text:  # PostgreSQL's jsonb refuses NUL
+        return "data may not contain NUL characters."
+    if size > DATA_MAX_BYTES:
+        return f"data may be at most {DATA_MAX_BYTES:,} bytes encoded, got {size:,}."
+    return None
 
 
 def normalise_newlines(text: str) -> str:
@@ -269,6 +351,32 @@ class ReadMark(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} read {self.notification_id}"
+
+
+class Archive(models.Model):
+    """One user archived one notification: out of their inbox, counts and replays until unarchived."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="archives")
+    archived_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "notification"], name="notif_archive_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} archived {self.notification_id}"
+
+
+class Preference(models.Model):
+    """A user's inbox preferences: the categories they muted (``Viewer.muted``)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    muted = models.JSONField(default=list, blank=True, help_text="Category slugs this user muted.")
+
+    def __str__(self) -> str:
+        return f"{self.user_id} mutes {', '.join(self.muted) or 'nothing'}"
 
 
 class StreamState(models.Model):

@@ -5,8 +5,9 @@ stream attached and ``limit`` (``NOTIFICATIONS_REPLAY_LIMIT``):
 
 1. ``after`` below the pruning horizon → one ``reset`` (reason ``expired``), whatever is kept;
 2. else more than ``limit`` visible notices after ``after`` → one ``reset`` (``too_many``);
-3. else every notice after ``after`` that still exists and the viewer may see, in id order,
-   each with the viewer's current read state.
+3. else every notice after ``after`` that still exists, the viewer may see and has in their
+   inbox (not archived, muted or expired: SPEC §13), in id order, each with the viewer's
+   current read state. Notices left out do not count towards ``limit``.
 
 ``from_memory`` and ``from_database`` both keep it; ``tests/test_replay.py`` runs one table
 against both. Imports models, events and the window's type; never the hub or the stream.
@@ -14,8 +15,11 @@ against both. Imports models, events and the window's type; never the hub or the
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from channels.db import database_sync_to_async
 
@@ -24,6 +28,10 @@ from .models import Notification, StreamState, Viewer
 
 MEMORY = "memory"
 DATABASE = "database"
+#: Up to this many groups, a database replay reads each audience (everyone's, the viewer's own,
+#: each group's) as its own index range that stops after ``limit + 1`` rows, and merges them;
+#: beyond it, one query whose branches the database sorts (fewer round trips).
+MERGE_MAX_GROUPS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +65,13 @@ def _reset(reason: str, cursor: int, source: str) -> Replay:
 
 @database_sync_to_async
 def from_database(viewer: Viewer, after: int, cursor: int, limit: int) -> Replay:
-    """The missed rows, read and encoded here: one indexed query for the rows (read state
-    included) and one for the pruning horizon, however many rows.
+    """The missed rows, read and encoded here: indexed reads for the rows (read state included,
+    see ``missed_rows``) and one for the pruning horizon, however many rows.
 
     Reads past ``cursor`` too (rows the hub has not handed out yet): ids follow commit order,
     so the newest row read bounds a range that is complete.
     """
-    rows = list(
-        Notification.objects.visible_to(viewer).with_read(viewer).filter(id__gt=after).order_by("id")[: limit + 1]
-    )
+    rows = missed_rows(viewer, after, limit + 1)
     # The horizon is read after the rows: prune_notifications raises it before it deletes
     # anything, so if the rows query missed a pruned row, this read sees the new horizon.
     if after < StreamState.horizon():
@@ -77,16 +83,43 @@ def from_database(viewer: Viewer, after: int, cursor: int, limit: int) -> Replay
     return Replay(frames, max(cursor, rows[-1].id) if rows else cursor, None, DATABASE)
 
 
+def missed_rows(viewer: Viewer, after: int, count: int) -> list[Notification]:
+    """The first ``count`` inbox rows (SPEC §13) after ``after`` the viewer may see, in id order,
+    with ``is_read``.
+
+    One query with an ``OR`` of the audiences makes SQLite merge the branches in a temporary
+    B-tree before the ``LIMIT``: an old cursor sorted every visible row after it. Each audience
+    alone is an index range already in id order that stops after ``count`` rows, so for up to
+    ``MERGE_MAX_GROUPS`` groups they are read apart (2 + groups small queries) and merged here.
+    """
+    rows = Notification.objects.filter(id__gt=after).current().archived_by(viewer, False).muted_for(viewer, False)
+    rows = rows.with_read(viewer).order_by("id")
+    if viewer.user_id is None:
+        return list(rows.filter(recipient__isnull=True, group__isnull=True)[:count])
+    if len(viewer.group_ids) > MERGE_MAX_GROUPS:
+        return list(Notification.objects.inbox(viewer).with_read(viewer).filter(id__gt=after).order_by("id")[:count])
+    parts = [
+        rows.filter(recipient__isnull=True, group__isnull=True),
+        rows.filter(recipient_id=viewer.user_id),
+        *(rows.filter(group_id=group_id) for group_id in sorted(viewer.group_ids)),
+    ]
+    merged = heapq.merge(*(list(part[:count]) for part in parts), key=attrgetter("id"))
+    return list(itertools.islice(merged, count))
+
+
 @database_sync_to_async
 def from_memory(viewer: Viewer, events: Sequence[Event], after: int, cursor: int, limit: int) -> Replay:
     """The missed events the hub still holds, already encoded (complete up to ``cursor``).
 
     One query for which of them still exist (an admin may have deleted one; pruning deletes
-    old ones) and, for a signed-in viewer, which they have read since; one for the horizon.
+    old ones), are not archived or expired and, for a signed-in viewer, which they have read
+    since; one for the horizon.
     """
-    ids = [event.id for event in events]
+    # Muting is decided in memory, as the live fan-out does; archive and expiry by the query.
+    ids = [event.id for event in events if not viewer.mutes(event.category, event.level)]
     read = dict(
-        Notification.objects.filter(id__in=ids).with_read(viewer).values_list("id", "is_read")  # type: ignore[misc]
+        Notification.objects.filter(id__in=ids).current().archived_by(viewer, False)
+        .with_read(viewer).values_list("id", "is_read")  # type: ignore[misc]
     ) if ids else {}
     if after < StreamState.horizon():  # after the rows, as in from_database
         return _reset(EXPIRED, cursor, MEMORY)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
+import datetime as dt
 import logging
 import os
 import threading
@@ -29,15 +31,19 @@ from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from . import events
 from .events import EVENT_TYPE, EVENTS_GROUP, READ_TYPE, dumps, notification_frame  # noqa: F401  (re-exported)
-from .models import Level, Notification, ReadMark, StreamState, Viewer
+from .models import Archive, Level, Notification, Preference, ReadMark, StreamState, Viewer
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
 logger = logging.getLogger(__name__)
+
+#: The most categories one user may mute (a bound on what each stream's Viewer carries).
+MAX_MUTED = 200
 
 def event_message(notification: Notification) -> dict[str, Any]:
     """The channel-layer message for a new notification: frames encoded once, here."""
@@ -96,11 +102,16 @@ def notify(
     url: str = "",
     recipient: AbstractBaseUser | str | None = None,
     group: Group | str | None = None,
+    category: str = "",
+    data: dict[str, Any] | None = None,
+    expires_at: dt.datetime | str | float | None = None,
 ) -> Notification:
     """Store a notification and deliver it to every open stream that may see it, once.
 
     ``recipient`` (a user or a username) and ``group`` (a Group or a name) are exclusive;
-    neither means everyone. Raises ``ValidationError`` (nothing stored) for bad input.
+    neither means everyone. ``category`` (a slug), ``data`` (a JSON object, ≤ 8 KiB) and
+    ``expires_at`` (a datetime, ISO 8601 text or seconds from now; see ``parse_expiry``)
+    are SPEC §13. Raises ``ValidationError`` (nothing stored) for bad input.
     Delivery happens after the surrounding transaction commits; a rollback sends nothing.
     """
     notification = Notification(
@@ -110,6 +121,9 @@ def notify(
         url=url,
         recipient=_resolve_user(recipient),
         group=_resolve_group(group),
+        category=category,
+        data={} if data is None else data,
+        expires_at=parse_expiry(expires_at),
     )
     # A user or group looked up by name was found just now: no second query for it.
     checked = [name for name, value in (("recipient", recipient), ("group", group)) if isinstance(value, str)]
@@ -176,6 +190,10 @@ def notify_many(
         if name in fields:
             raise ValidationError({name: [f"Give recipients or {name}, not both."]})
     users = _resolve_users(recipients)
+    if "expires_at" in fields:
+        fields["expires_at"] = parse_expiry(fields["expires_at"])
+    if fields.get("data", {}) is None:
+        fields["data"] = {}
     template = Notification(title=title, body=body, level=level, url=url, **fields)
     _validate(template, checked=("recipient", "group"))
     created_at = timezone.now()
@@ -352,9 +370,12 @@ def mark_read(viewer: Viewer, ids: list[int] | None) -> int:
         raise ValueError("Anonymous viewers have no read state.")
     user_id = viewer.user_id
     with transaction.atomic():
-        unread = Notification.objects.unread_by(viewer)
-        if ids is not None:
-            unread = unread.filter(pk__in=ids)
+        if ids is None:  # "all": what the inbox counts
+            unread = Notification.objects.unread_by(viewer)
+        else:  # archived, muted or expired ones too, when named
+            unread = Notification.objects.visible_to(viewer).with_read(viewer).filter(  # type: ignore[misc]
+                is_read=False, pk__in=ids
+            )
         new_ids = list(unread.values_list("pk", flat=True))
         ReadMark.objects.bulk_create(
             [ReadMark(user_id=user_id, notification_id=pk) for pk in new_ids],
@@ -365,3 +386,113 @@ def mark_read(viewer: Viewer, ids: list[int] | None) -> int:
         message = events.ReadEvent(user_id, events.read_frame(ids, count)).to_message()
         transaction.on_commit(lambda: publish(message))
     return count
+
+
+def mark_unread(viewer: Viewer, ids: list[int]) -> int:
+    """Mark notifications unread again for a signed-in viewer (SPEC §13); returns the new unread count.
+
+    Every open stream of that user gets ``event: read`` with ``"read": false`` after commit.
+    """
+    user_id = _signed_in(viewer)
+    with transaction.atomic():
+        ReadMark.objects.filter(user_id=user_id, notification_id__in=ids).delete()
+        count = unread_count(viewer)
+        message = events.ReadEvent(user_id, events.read_frame(ids, count, read=False)).to_message()
+        transaction.on_commit(lambda: publish(message))
+    return count
+
+
+def archive(viewer: Viewer, ids: list[int], archived: bool = True) -> int:
+    """Archive (or, ``archived=False``, unarchive) notifications for a signed-in viewer (SPEC §13).
+
+    Callers check visibility first (a 404). Every open stream of that user gets
+    ``event: archive`` after commit (through the per-user path ``read`` takes). Returns the
+    new unread count.
+    """
+    user_id = _signed_in(viewer)
+    with transaction.atomic():
+        if archived:
+            Archive.objects.bulk_create(
+                [Archive(user_id=user_id, notification_id=pk) for pk in ids], ignore_conflicts=True, batch_size=1000
+            )
+        else:
+            Archive.objects.filter(user_id=user_id, notification_id__in=ids).delete()
+        count = unread_count(viewer)
+        message = events.ReadEvent(user_id, events.archive_frame(ids, archived, count)).to_message()
+        transaction.on_commit(lambda: publish(message))
+    return count
+
+
+def preferences(viewer: Viewer) -> dict[str, Any]:
+    """A signed-in viewer's preferences as the API shows them: ``{"muted": [...]}`` (sorted)."""
+    user_id = _signed_in(viewer)
+    muted = Preference.objects.filter(user_id=user_id).values_list("muted", flat=True).first() or []
+    return {"muted": sorted(muted)}
+
+
+def set_preferences(viewer: Viewer, *, muted: list[str]) -> dict[str, Any]:
+    """Replace a signed-in viewer's muted categories; open streams of theirs follow at once.
+
+    ``muted`` must be a list of category slugs (``ValidationError`` otherwise, nothing stored).
+    Every process's hub re-scopes that user's open streams after commit (``PreferenceChange``).
+    """
+    user_id = _signed_in(viewer)
+    if not isinstance(muted, list) or not all(isinstance(c, str) for c in muted):
+        raise ValidationError({"muted": [f"muted must be a list of category slugs, got {muted!r:.80}."]})
+    field = Notification._meta.get_field("category")
+    problems = []
+    for category in muted:
+        try:
+            field.run_validators(category)
+            if not category:
+                raise ValidationError("empty")
+        except ValidationError:
+            problems.append(category)
+    if problems:
+        raise ValidationError({"muted": [f"Not a category slug (≤ 50 letters, digits, - or _): {problems[0]!r:.80}."]})
+    if len(muted) > MAX_MUTED:
+        raise ValidationError({"muted": [f"At most {MAX_MUTED} categories may be muted, got {len(muted)}."]})
+    chosen = sorted(set(muted))
+    with transaction.atomic():
+        Preference.objects.update_or_create(user_id=user_id, defaults={"muted": chosen})
+        message = events.PreferenceChange(user_id, frozenset(chosen)).to_message()
+        # The unread count changes with what is muted: open pages' badges follow at once
+        # (``event: read`` naming no ids only carries the new count).
+        count = unread_count(dataclasses.replace(viewer, muted=frozenset(chosen)))
+        count_message = events.ReadEvent(user_id, events.read_frame([], count)).to_message()
+        transaction.on_commit(lambda: publish(message))
+        transaction.on_commit(lambda: publish(count_message))
+    return {"muted": chosen}
+
+
+def _signed_in(viewer: Viewer) -> int:
+    if viewer.user_id is None:
+        raise ValueError("Anonymous viewers have no inbox state.")
+    return viewer.user_id
+
+
+def parse_expiry(value: dt.datetime | str | float | None, *, now: dt.datetime | None = None) -> dt.datetime | None:
+    """An expiry as senders give it: a datetime, ISO 8601 text, or seconds from now (a number,
+    or text of one). ``ValidationError`` for anything else; a time without a zone is in the
+    current time zone. Whether it lies in the future is ``Notification.clean()``'s rule."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                moment = parse_datetime(text)
+            except ValueError:
+                moment = None
+            if moment is None:
+                raise ValidationError(
+                    {"expires_at": [f"The expiry must be ISO 8601 or seconds from now, got {text!r:.80}."]}
+                ) from None
+            value = moment
+    if isinstance(value, dt.datetime):
+        return value if timezone.is_aware(value) else timezone.make_aware(value)
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e10:  # NaN fails too
+        return (now or timezone.now()) + dt.timedelta(seconds=float(value))
+    raise ValidationError({"expires_at": [f"The expiry must be ISO 8601 or seconds from now, got {value!r:.80}."]})

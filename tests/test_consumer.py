@@ -339,7 +339,7 @@ async def test_read_event_reaches_every_stream_of_that_user_only(alice, bob):
     await sync_to_async(mark_read)(viewer, [n.id])
     for s in (tab1, tab2):
         await s.read_until(has("read"))
-        assert json.loads(s.of_type("read")[0].data) == {"ids": [n.id], "unread_count": 0}
+        assert json.loads(s.of_type("read")[0].data) == {"ids": [n.id], "read": True, "unread_count": 0}
     await other.nothing_more()
     for s in (tab1, tab2, other):
         await s.close()

@@ -7,15 +7,17 @@ bytes), or the same ``reset``.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from notifications import replay
 from notifications.events import Event
-from notifications.models import Notification, ReadMark, StreamState, Viewer
+from notifications.models import Archive, Notification, Preference, ReadMark, StreamState, Viewer
 from notifications.window import Window
 from tests.support.sse import Parser
 
@@ -34,6 +36,12 @@ class Case:
     deleted: tuple[int, ...] = ()
     pruned_through: int | None = None  # row index the horizon is raised to
     anonymous: bool = False
+    #: SPEC §13: row index → category / level; rows the viewer archived; rows already expired; muted categories.
+    categories: tuple[tuple[int, str], ...] = ()
+    levels: tuple[tuple[int, str], ...] = ()
+    archived: tuple[int, ...] = ()
+    expired: tuple[int, ...] = ()
+    muted: tuple[str, ...] = ()
 
 
 CASES = {
@@ -53,13 +61,38 @@ CASES = {
     "at the pruning horizon": Case(rows=("all", "all", "all"), after=1, expected=(2,), pruned_through=1,
                                    deleted=(0, 1)),
     "cursor beyond newest": Case(rows=("all", "all"), after=7, expected=()),
+    "archived skipped": Case(rows=("all", "mine", "all"), after=-1, expected=(0, 2), archived=(1,)),
+    "archived do not count towards the limit": Case(rows=("all", "all", "all"), after=-1, expected=(0, 1),
+                                                    limit=2, archived=(2,)),
+    "expired skipped": Case(rows=("all", "mine", "group"), after=-1, expected=(1,), expired=(0, 2)),
+    "muted category skipped": Case(rows=("all", "all", "mine", "all"), after=-1, expected=(0, 3),
+                                   categories=((1, "billing"), (2, "billing"), (3, "social")), muted=("billing",)),
+    "error breaks through a mute": Case(rows=("all", "all"), after=-1, expected=(1,),
+                                        categories=((0, "billing"), (1, "billing")), levels=((1, "error"),),
+                                        muted=("billing",)),
+    "muted does not count towards the limit": Case(rows=("all", "all", "all"), after=-1, expected=(1, 2), limit=2,
+                                                   categories=((0, "billing"),), muted=("billing",)),
+    "anonymous: archive and mute are per user": Case(rows=("all", "all"), after=-1, expected=(0, 1), anonymous=True,
+                                                     categories=((0, "billing"),), muted=("billing",), archived=(1,)),
 }
 
 
 def build(case: Case, alice, bob, group) -> tuple[Viewer, int, int, list[int], Window]:
     """Store the rows (publishing nothing), fill a memory window as the hub would, then read, delete, prune."""
     to = {"all": {}, "mine": {"recipient": alice}, "group": {"group": group}, "other": {"recipient": bob}}
-    rows = [Notification.objects.create(title=f"n{i}", **to[audience]) for i, audience in enumerate(case.rows)]
+    categories, levels = dict(case.categories), dict(case.levels)
+    past = timezone.now() - dt.timedelta(seconds=1)
+    rows = [
+        Notification.objects.create(
+            title=f"n{i}", category=categories.get(i, ""), level=levels.get(i, "info"),
+            expires_at=past if i in case.expired else None, **to[audience],
+        )
+        for i, audience in enumerate(case.rows)
+    ]
+    if case.muted:
+        Preference.objects.create(user=alice, muted=list(case.muted))
+    for i in case.archived:
+        Archive.objects.create(user=alice, notification=rows[i])
     window = Window()
     for row in rows:
         window.add(Event.of(row))  # encoded at publish time, before reads and deletes

@@ -30,7 +30,8 @@ _ID_SENTINEL = 9081726354
 #: (widget.js fills it; ``{title}`` is its slot for the title in attributes).
 ITEM_TEMPLATE = {
     "id": 0, "title": "{title}", "body": "-", "level": "info", "url": "/",
-    "created_at": "1970-01-01T00:00:00Z", "read": False,
+    "created_at": "1970-01-01T00:00:00Z", "read": False, "category": "-",
+    "placeholder": True,
 }
 
 
@@ -40,6 +41,11 @@ def _reverse(name: str, *args: Any) -> str:
         return reverse(name, args=args)
     except NoReverseMatch:
         return ""
+
+
+def _id_url(name: str) -> str:
+    """A URL with ``{id}`` in place of a notification's id ("" when not routed)."""
+    return _reverse(name, _ID_SENTINEL).replace(str(_ID_SENTINEL), "{id}")
 
 
 def _user(context: template.Context) -> Any:
@@ -55,12 +61,15 @@ def _client(
     if transport not in TRANSPORTS:
         raise template.TemplateSyntaxError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}.")
     user = _user(context)
-    read_url = _reverse("notifications:read", _ID_SENTINEL).replace(str(_ID_SENTINEL), "{id}") if user else ""
+    read_url = _id_url("notifications:read") if user else ""
     request = context.get("request")
     return {
         "stream_url": stream_url,
         "api_url": _reverse("notifications:api-list"),
         "read_url": read_url,
+        "unread_url": _id_url("notifications:unread") if user else "",
+        "archive_url": _id_url("notifications:archive") if user else "",
+        "unarchive_url": _id_url("notifications:unarchive") if user else "",
         "read_all_url": _reverse("notifications:read-all") if user else "",
         "username": user.get_username() if user else "",
         "signed_in": user is not None,
@@ -71,7 +80,8 @@ def _client(
     }
 
 
-def _item(payload: dict[str, Any], read_url: str) -> dict[str, Any]:
+def _item(payload: dict[str, Any], read_url: str, client: dict[str, Any] | None = None,
+          archived: bool = False) -> dict[str, Any]:
     """A notification's payload plus what the markup needs (a datetime, a checked link)."""
     item = dict(payload)
     created = payload.get("created_at")
@@ -83,6 +93,11 @@ def _item(payload: dict[str, Any], read_url: str) -> dict[str, Any]:
     item["level"] = payload.get("level") if payload.get("level") in Level.values else Level.INFO
     item["url"] = safe_link(payload.get("url"))
     item["read_url"] = read_url.replace("{id}", str(payload["id"])) if read_url else ""
+    urls = client or {}
+    item["archived"] = archived
+    for key, source in (("unread_url", "unread_url"), ("archive_url", "unarchive_url" if archived else "archive_url")):
+        template_url = urls.get(source) or ""
+        item[key] = template_url.replace("{id}", str(payload["id"])) if template_url else ""
     return item
 
 
@@ -122,6 +137,8 @@ def notifications_widget(
     heading_level: int = 2,
     stream_url: str = STREAM_URL,
     transport: str = "auto",
+    older_url: str | None = None,
+    archived: bool = False,
 ) -> dict[str, Any]:
     """Badge, connection state, mark-all-read, the list (server-rendered) and the client.
 
@@ -140,7 +157,7 @@ def notifications_widget(
         items = []
         if stream_allowed:
             rows = (
-                Notification.objects.visible_to(viewer).with_read(viewer)
+                Notification.objects.inbox(viewer).with_read(viewer)
                 .filter(id__lte=last_event_id).order_by("-id")[:limit]
             )
             items = [row.payload(read=row.is_read if user else None) for row in rows]  # type: ignore[attr-defined]
@@ -153,9 +170,11 @@ def notifications_widget(
     client = _client(context, last_event_id=last_event_id, stream_url=stream_url, transport=transport)
     return {
         **client,
-        "items": [_item(item, client["read_url"]) for item in items],
+        "items": [_item(item, client["read_url"], client, archived) for item in items],
+        "older_url": older_url,
+        "archived": archived,
         "unread_count": unread_count,
         "stream_allowed": stream_allowed,
         "heading_tag": f"h{min(max(int(heading_level), 1), 6)}",
-        "item_template": _item(ITEM_TEMPLATE, client["read_url"]),
+        "item_template": _item(ITEM_TEMPLATE, client["read_url"], client),
     }

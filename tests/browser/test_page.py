@@ -317,12 +317,15 @@ async def test_screenshot_of_the_page_with_each_level(fresh_server, browser, pag
         await page.reload()
         await wait_state(page, "connected")
         for title, body, level in notices[2:]:
-            await admin.send(title, body=body, level=level, recipient=await _pk(admin, "auth/user", "bob"))
+            await admin.send(title, body=body, level=level, recipient=await _pk(admin, "auth/user", "bob"),
+                             category="billing" if level == "error" else "ops")
         await wait_titles(page, [n[0] for n in notices])
     await page.locator(".n-item:has-text('Backups verified') .n-read-button").click()
     await page.wait_for_selector(".n-item:has-text('Backups verified'):not(.unread)")
     await page.wait_for_function("document.querySelector('.n-badge').dataset.count === '3'")
     await page.evaluate("document.activeElement && document.activeElement.blur()")
+    await page.mouse.move(0, 0)
+    await page.wait_for_function("document.getAnimations().every(a => a.playState === 'finished')")
     path = tmp_path / "screenshot-page.png"
     await page.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000

@@ -45,7 +45,7 @@ def test_signed_in_page_has_badge_forms_and_a_configured_script(alice):
     # The client clones this rendering of _item.html: every part present, the title a slot.
     assert '<li class="n-item level-info unread" data-id="0" tabindex="-1">' in item_template
     for part in ('class="n-title">{title}</strong>', "<time datetime=", 'class="n-body"', 'class="n-url" href="/"',
-                 'action="/notifications/api/0/read/"', 'aria-label="Mark “{title}” as read"'):
+                 'action="/notifications/api/0/read/"', 'aria-label="Mark as read: {title}"'):
         assert part in item_template, part
 
 

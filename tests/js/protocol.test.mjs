@@ -107,8 +107,8 @@ test("payloads parse, or give null for what is not one", () => {
   assert.equal(parseNotification("{"), null);
   assert.deepEqual(parseHello('{"user": null, "cursor": 9}'), { user: null, cursor: 9 });
   assert.deepEqual(parseHello('{"user": "alice", "cursor": 9}'), { user: "alice", cursor: 9 });
-  assert.deepEqual(parseRead('{"ids": "all", "unread_count": 0}'), { ids: "all", unread_count: 0 });
-  assert.deepEqual(parseRead('{"ids": [1, 2], "unread_count": 4}'), { ids: [1, 2], unread_count: 4 });
+  assert.deepEqual(parseRead('{"ids": "all", "unread_count": 0}'), { ids: "all", read: true, unread_count: 0 });
+  assert.deepEqual(parseRead('{"ids": [1, 2], "unread_count": 4}'), { ids: [1, 2], read: true, unread_count: 4 });
   assert.equal(parseRead('{"ids": 3}'), null);
   assert.deepEqual(parseReset('{"reason": "expired", "cursor": 12}'), { reason: "expired", cursor: 12 });
   assert.deepEqual(parseReset("nonsense"), { reason: "", cursor: null });

@@ -1,10 +1,12 @@
-"""manage.py notify TITLE [--body] [--level] [--user USERNAME ...] [--group NAME] [--url].
+"""manage.py notify TITLE [--body] [--level] [--user USERNAME ...] [--group NAME] [--url]
+[--category SLUG] [--data JSON] [--expires ISO-8601|SECONDS].
 
 Several ``--user`` send one notice to each of them in one transaction (``notify_many``).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -25,6 +27,9 @@ class Command(BaseCommand):
                             help="only this user (a username); repeat for one notice to each")
         parser.add_argument("--group", default=None, help="only this group's members (a group name)")
         parser.add_argument("--url", default="", help="an http(s) URL or a path starting with /")
+        parser.add_argument("--category", default="", help="a slug users can filter on and mute")
+        parser.add_argument("--data", default=None, help='a JSON object for the site, e.g. \'{"order": 42}\'')
+        parser.add_argument("--expires", default=None, help="ISO 8601, or seconds from now")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["level"] not in Level.values:
@@ -32,7 +37,18 @@ class Command(BaseCommand):
         usernames: list[str] = options["usernames"]
         if usernames and options["group"]:
             raise CommandError("Give --user or --group, not both.")
-        content = {"body": options["body"], "level": options["level"], "url": options["url"]}
+        data = None
+        if options["data"] is not None:
+            try:
+                data = json.loads(options["data"])
+            except ValueError as exc:
+                raise CommandError(f"--data must be JSON: {exc}.") from None
+            if not isinstance(data, dict):
+                raise CommandError(f"--data must be a JSON object, got {type(data).__name__}.")
+        content = {
+            "body": options["body"], "level": options["level"], "url": options["url"],
+            "category": options["category"], "data": data, "expires_at": options["expires"],
+        }
         try:
             if len(usernames) > 1:
                 many = notify_many(options["title"], recipients=usernames, **content)

@@ -3,7 +3,8 @@
  * It receives the stream owner's messages through a transport, drops duplicates by id, refuses
  * another user's stream (state "session-changed") and turns the rest into DOM events:
  *   notifications:notification  detail = the notification (each id once)
- *   notifications:read          detail = {ids: [..] | "all", unread_count}
+ *   notifications:read          detail = {ids: [..] | "all", read, unread_count} (read false: unread again)
+ *   notifications:archive       detail = {ids: [..], archived, unread_count}
  *   notifications:list          detail = {results, unread_count, replace, through}
  *   notifications:state         detail = {state, user}; connecting, connected, reconnecting,
  *                               signed-out or session-changed
@@ -21,6 +22,9 @@ export function readConfig(dataset, baseUrl) {
     apiUrl: new URL(d.apiUrl || DEFAULT_API_URL, baseUrl).toString(),
     readUrl: d.readUrl || "", // with {id} in place of the notification's id
     readAllUrl: d.readAllUrl || "",
+    unreadUrl: d.unreadUrl || "", // these three with {id}, as readUrl
+    archiveUrl: d.archiveUrl || "",
+    unarchiveUrl: d.unarchiveUrl || "",
     csrfToken: d.csrfToken || "",
     user: d.user || "",
     lastEventId: toId(d.lastEventId),
@@ -96,6 +100,10 @@ export class Client {
       if (this.foreign()) return;
       if (typeof m.data.unread_count === "number") this.unread = m.data.unread_count;
       this.emit("read", m.data);
+    } else if (m.kind === KIND.ARCHIVE) {
+      if (this.foreign()) return;
+      if (typeof m.data.unread_count === "number") this.unread = m.data.unread_count;
+      this.emit("archive", m.data);
     } else if (m.kind === KIND.LIST) {
       if (this.foreign()) return;
       this.applyList(m);
@@ -178,9 +186,28 @@ export class Client {
     });
     const body = await r.json();
     if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
-    // Apply it here at once; the stream's `read` event will confirm it in every tab.
-    this.receive({ kind: KIND.READ, data: { ids: body.read === "all" ? "all" : [body.id], unread_count: body.unread_count } });
+    // Apply it here at once; the stream's `read` / `archive` event will confirm it in every tab.
+    if (typeof body.archived === "boolean") {
+      this.receive({ kind: KIND.ARCHIVE, data: { ids: [body.id], archived: body.archived, unread_count: body.unread_count } });
+    } else {
+      const ids = body.read === "all" ? "all" : [body.id];
+      this.receive({ kind: KIND.READ, data: { ids, read: body.read !== false, unread_count: body.unread_count } });
+    }
     return body;
+  }
+
+  withId(url, id) {
+    return url.replace("{id}", encodeURIComponent(String(id)));
+  }
+
+  /** POST /notifications/api/<id>/unread/: unread again (SPEC §13). */
+  markUnread(id) {
+    return this.post(this.withId(this.config.unreadUrl, id));
+  }
+
+  /** POST /notifications/api/<id>/archive/ (archived true) or .../unarchive/. */
+  archive(id, archived = true) {
+    return this.post(this.withId(archived ? this.config.archiveUrl : this.config.unarchiveUrl, id));
   }
 
   /** POST /notifications/api/<id>/read/; resolves with the API's JSON. */

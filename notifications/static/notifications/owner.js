@@ -14,6 +14,7 @@ import {
   maxId,
   parseHello,
   parseNotification,
+  parseArchive,
   parseRead,
   parseReset,
   toId,
@@ -94,6 +95,7 @@ export class StreamOwner {
     es.addEventListener(EVENTS.HELLO, mine(this.onHello));
     es.addEventListener(EVENTS.NOTIFICATION, mine(this.onNotification));
     es.addEventListener(EVENTS.READ, mine(this.onRead));
+    es.addEventListener(EVENTS.ARCHIVE, mine(this.onArchive));
     es.addEventListener(EVENTS.RESET, mine(this.onReset));
     es.onerror = mine(() => {
       this.resync = true;
@@ -180,8 +182,20 @@ export class StreamOwner {
     const all = data.ids === "all";
     const ids = new Set(all ? [] : data.ids);
     // Copies, never in place: the objects already went out as DOM event details.
-    this.buffer = this.buffer.map((n) => ((all || ids.has(n.id)) && n.read !== true ? { ...n, read: true } : n));
+    const read = data.read;
+    this.buffer = this.buffer.map((n) => ((all || ids.has(n.id)) && n.read !== read ? { ...n, read } : n));
     this.post({ kind: KIND.READ, data }, null);
+  }
+
+  onArchive(e) {
+    const data = parseArchive(e.data);
+    if (!data) return;
+    // An archived notice is not relayed to tabs that join later; an unarchived one comes from the list.
+    if (data.archived) {
+      const ids = new Set(data.ids);
+      this.buffer = this.buffer.filter((n) => !ids.has(n.id));
+    }
+    this.post({ kind: KIND.ARCHIVE, data }, null);
   }
 
   onReset(e) {

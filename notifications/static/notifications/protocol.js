@@ -9,6 +9,7 @@
 export const EVENTS = Object.freeze({
   NOTIFICATION: "notification",
   READ: "read",
+  ARCHIVE: "archive",
   HELLO: "hello",
   RESET: "reset",
 });
@@ -34,7 +35,8 @@ export const CLAIM_WAIT_MS = 250; // a candidate leads if nobody objects within 
 export const KIND = Object.freeze({
   STATE: "state", // {state, user, cursor}
   NOTIFICATION: "notification", // {data}
-  READ: "read", // {data: {ids, unread_count}}
+  READ: "read", // {data: {ids, read, unread_count}}
+  ARCHIVE: "archive", // {data: {ids, archived, unread_count}}
   LIST: "list", // {results, unread_count, replace, through}
   GAP: "gap", // {after}: the tab loads what it missed from the API itself
   UNSUPPORTED: "unsupported", // the worker cannot stream (no EventSource in workers)
@@ -95,13 +97,32 @@ export function parseHello(text) {
   return { user: typeof data.user === "string" ? data.user : null, cursor: toId(data.cursor) };
 }
 
-/** `event: read` data → {ids: [..] | "all", unread_count}. */
+function idList(value) {
+  return Array.isArray(value) ? value.map(toId).filter((id) => id !== null) : null;
+}
+
+/** `event: read` data → {ids: [..] | "all", read, unread_count}; read is false for "mark unread". */
 export function parseRead(text) {
   const data = json(text);
   if (!data) return null;
-  const ids = data.ids === "all" ? "all" : Array.isArray(data.ids) ? data.ids.map(toId).filter((id) => id !== null) : null;
+  const ids = data.ids === "all" ? "all" : idList(data.ids);
   if (ids === null) return null;
-  return { ids, unread_count: typeof data.unread_count === "number" ? data.unread_count : undefined };
+  return { ids, read: data.read !== false, unread_count: typeof data.unread_count === "number" ? data.unread_count : undefined };
+}
+
+/** `event: archive` data → {ids: [..], archived, unread_count} (SPEC §13). */
+export function parseArchive(text) {
+  const data = json(text);
+  const ids = data ? idList(data.ids) : null;
+  if (ids === null || typeof data.archived !== "boolean") return null;
+  return { ids, archived: data.archived, unread_count: typeof data.unread_count === "number" ? data.unread_count : undefined };
+}
+
+/** Milliseconds from `now` until an `expires_at` (ISO 8601) passes; null for none or unreadable. */
+export function msUntil(expiresAt, now) {
+  if (typeof expiresAt !== "string" || expiresAt === "") return null;
+  const when = Date.parse(expiresAt);
+  return Number.isNaN(when) ? null : Math.max(0, when - now);
 }
 
 /** `event: reset` data → {reason, cursor}. */

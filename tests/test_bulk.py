@@ -136,7 +136,7 @@ def events_viewer(group_id: int):
     return Viewer(user_id=99, group_ids=frozenset({group_id}))
 
 
-GOOD_ROW = [1, "user", 7, b"u", None, None]
+GOOD_ROW = [1, "user", 7, b"u", None, None, "", "info", None]
 
 
 @pytest.mark.parametrize(
@@ -144,12 +144,12 @@ GOOD_ROW = [1, "user", 7, b"u", None, None]
     [
         ({"events": []}, "non-empty list"),
         ({"events": "x"}, "non-empty list"),
-        ({"events": [[1, "user", 7]]}, "entry 0 must be a list of 6"),
-        ({"events": [GOOD_ROW, [1, "user", 8, b"u", None, None]]}, "ids must increase"),
-        ({"events": [GOOD_ROW, [2, "user", None, b"u", None, None]]}, "entry 1: event message: a user event needs"),
-        ({"events": [[0, "everyone", None, b"u", b"a", None]]}, "'id' must be positive"),
-        ({"events": [[1, "nobody", None, b"u", b"a", None]]}, "unknown audience"),
-        ({"events": [[1, "user", 7, "text", None, None]]}, "'user_frame' must be bytes"),
+        ({"events": [[1, "user", 7]]}, "entry 0 must be a list of 9"),
+        ({"events": [GOOD_ROW, [1, "user", 8, b"u", None, None, "", "info", None]]}, "ids must increase"),
+        ({"events": [GOOD_ROW, [2, "user", None, b"u", None, None, "", "info", None]]}, "entry 1: event message: a user event needs"),
+        ({"events": [[0, "everyone", None, b"u", b"a", None, "", "info", None]]}, "'id' must be positive"),
+        ({"events": [[1, "nobody", None, b"u", b"a", None, "", "info", None]]}, "unknown audience"),
+        ({"events": [[1, "user", 7, "text", None, None, "", "info", None]]}, "'user_frame' must be bytes"),
         ({"v": 2}, "version 2"),
     ],
 )
@@ -229,3 +229,13 @@ def test_command_bad_users_is_a_command_error_and_stores_none(users, group, args
     with pytest.raises(CommandError, match=message):
         call_command("notify", *args)
     assert not Notification.objects.exists()
+
+
+def test_a_batch_keeps_each_events_category_level_and_expiry():
+    """The fan-out mutes and expires in memory from these: a batch must carry them like one event."""
+    from notifications.events import Event, EventBatch, parse
+
+    one = Event(1, "user", 7, b"u", b"u", None, "billing", "warning", 1_900_000_000.0)
+    two = Event(2, "user", 8, b"v", b"v", None, "", "error", None)
+    batch = parse(EventBatch((one, two)).to_message())
+    assert isinstance(batch, EventBatch) and batch.events == (one, two)

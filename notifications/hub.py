@@ -358,6 +358,7 @@ class Hub:
         those it unmuted); notices already sent stay on the page until it reloads.
         """
         self.stats["preference_changes"] += 1
+        self._remember_change(change.user_id)  # a stream being set up right now re-reads (consumers)
         for stream in list(self._by_user.get(change.user_id, ())):
             old = stream.viewer.muted
             if old == change.muted:

@@ -656,3 +656,12 @@ async def test_a_large_batch_reaches_thousands_of_streams_each_its_own(harness):
     await eventually(lambda: hub.head == n)
     assert [s.frames for s in sends] == [[f"user {i + 1}".encode()] for i in range(n)]
     assert hub.stats["deliveries"] == n
+
+
+async def test_a_preference_change_counts_as_a_change_for_streams_being_set_up(harness):
+    from notifications.events import PreferenceChange
+
+    hub, _, _ = harness
+    mark = hub.identity_mark()
+    await hub.handle(PreferenceChange(7, frozenset({"billing"})).to_message())
+    assert hub.identity_changed_since(7, mark) and not hub.identity_changed_since(8, mark)

@@ -209,6 +209,8 @@ class Worker:
         per_conn = cmd.get("per_conn")
         lost = dup = ooo = extra = 0
         latencies: list[float] = []
+        #: Per notification id: the first and the last receipt's latency (trigger path, then fan-out).
+        spans: dict[int, list[float]] = {}
         for i, c in enumerate(self.conns):
             if c is None:
                 continue
@@ -225,12 +227,20 @@ class Worker:
                     continue
                 seen[id] = t
                 if id in sent_at:
-                    latencies.append(t - sent_at[id])
+                    latency = t - sent_at[id]
+                    latencies.append(latency)
+                    span = spans.get(id)
+                    if span is None:
+                        spans[id] = [latency, latency]
+                    else:
+                        span[0] = min(span[0], latency)
+                        span[1] = max(span[1], latency)
                 else:
                     extra += 1
             lost += sum(1 for id in sent_at if id not in seen)
         closed = sum(1 for c in self.live() if c.closed)
-        return {"lost": lost, "dup": dup, "ooo": ooo, "extra": extra, "closed": closed, "latencies": latencies}
+        return {"lost": lost, "dup": dup, "ooo": ooo, "extra": extra, "closed": closed, "latencies": latencies,
+                "spans": spans}
 
     async def close(self) -> dict[str, Any]:
         for c in self.live():

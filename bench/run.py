@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import gclog
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -68,10 +70,13 @@ KINDS = {
     k.name: k
     for k in [
         ServerKind("raw-daphne", "raw ASGI loop, daphne", "bench.raw_app:app", "daphne", None),
+        ServerKind("floor-daphne", "floor (ASGI loop, 64 per turn), daphne", "bench.raw_app:floor", "daphne", None),
         ServerKind("product-daphne", "our product, daphne", "project.asgi:application", "daphne", "bench.settings"),
         ServerKind("eventstream-daphne", "django-eventstream 5, daphne", "bench.es_asgi:application", "daphne",
                    "bench.es_settings", stream_path="/events/", user_path="/events/user/{user}/"),
         ServerKind("raw-uvicorn", "raw ASGI loop, uvicorn+uvloop+httptools", "bench.raw_app:app", "uvicorn", None),
+        ServerKind("floor-uvicorn", "floor (ASGI loop, 64 per turn), uvicorn+uvloop+httptools", "bench.raw_app:floor",
+                   "uvicorn", None),
         ServerKind("product-uvicorn", "our product, uvicorn+uvloop+httptools", "project.asgi:application",
                    "uvicorn", "bench.settings"),
     ]
@@ -92,6 +97,15 @@ for _item in filter(None, os.environ.get("BENCH_VARIANTS", "").split(",")):
         KINDS[f"{_name}-{_server}"] = ServerKind(
             f"{_name}-{_server}", f"variant {_name}, {_server}", "project.asgi:application", _server,
             "bench.settings", root=Path(_path).resolve())
+
+
+def base_of(name: str, present: set[str]) -> str | None:
+    """What a server is compared with: the floor on the same server if it ran, else the raw loop."""
+    server = KINDS[name].server if name in KINDS else name.rsplit("-", 1)[-1]
+    for base in (f"floor-{server}", f"raw-{server}"):
+        if base in present and base != name and not name.startswith(("raw-", "floor-")):
+            return base
+    return None
 
 
 def cpu_times(pid: int) -> tuple[float, float]:
@@ -147,6 +161,8 @@ class Server:
         database = out / f"{tag}.sqlite3"
         shutil.copyfile(template, database)
         env = django_env(kind.settings or "bench.settings", database)
+        self.gc_log = out / f"{tag}.gc.txt"
+        env["BENCH_GC_LOG"] = str(self.gc_log)
         if kind.settings is None:
             env.pop("DJANGO_SETTINGS_MODULE")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
@@ -339,6 +355,18 @@ def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {key: sum(a[key] for a in answers) for key in ("lost", "dup", "ooo", "extra", "closed")}
     out.update(percentiles(latencies))
     out["delivered"] = len(latencies)
+    spans: dict[str, list[float]] = {}
+    for a in answers:
+        for id, (first, last) in a.get("spans", {}).items():
+            span = spans.setdefault(id, [first, last])
+            span[0], span[1] = min(span[0], first), max(span[1], last)
+    if spans:
+        # Per notification: the first receipt (the trigger path: request, notify(), publish)
+        # and how long the fan-out to every stream took after it.
+        firsts = [first for first, _ in spans.values()]
+        widths = [last - first for first, last in spans.values()]
+        out.update(first_p50=statistics.median(firsts), first_max=max(firsts),
+                   span_p50=statistics.median(widths), span_max=max(widths))
     return out
 
 
@@ -349,8 +377,10 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
     """N anonymous streams, ``cfg.broadcasts`` broadcasts ``cfg.interval`` s apart."""
     with session(kind, cfg, tag) as (server, clients):
         rss0, cpu0 = server.rss(), server.cpu()
+        connect_start = time.monotonic()
         conn = connect(server, clients, [request(kind.stream_path)] * n, timeout=30 + n * 0.015)
         connect_cpu = server.cpu() - cpu0
+        connect_gc = gclog.read(server.gc_log, connect_start, time.monotonic())
         time.sleep(1.0)
         ready = conn["ready"]
         rss1, fds, threads = server.rss(), server.fds(), server.threads()
@@ -381,8 +411,9 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
             threads_.append(t)
         for t in threads_:
             t.join(120)
-        wait_delivered(clients, ready * cfg.broadcasts, timeout=20 + n * 0.006)
+        end = wait_delivered(clients, ready * cfg.broadcasts, timeout=20 + n * 0.006)
         (user2, sys2) = server.cpu_times()
+        broadcast_gc = gclog.read(server.gc_log, start, end)
         cpu2 = user2 + sys2
         sw2 = switches(server.pid), sum(switches(p.pid) for p in clients.procs)
         ccpu2 = sum(cpu_of(p.pid) for p in clients.procs)
@@ -400,6 +431,8 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
             sys_per_event_us=(sys2 - sys1) / max(result["delivered"], 1) * 1e6,
             client_cpu_per_event_us=(ccpu2 - ccpu1) / max(result["delivered"], 1) * 1e6,
             server_switches=sw2[0] - sw1[0], client_switches=sw2[1] - sw1[1],
+            connect_full_gcs=connect_gc["full_gcs"], connect_full_gc_s=connect_gc["full_gc_s"],
+            **broadcast_gc,
         )
         return result
 
@@ -441,10 +474,11 @@ def storm_run(kind: ServerKind, n: int, cfg: Config, tag: str, missed: int = 20)
             sent.extend(server.post("/bench/broadcast/", {"k": f"missed {k}"})["ids"])
         time.sleep(1.0)
         spy = profiler(cfg, server, tag, seconds=10)
-        q0, cpu0 = server.queries(), server.cpu()
+        q0, cpu0, t0 = server.queries(), server.cpu(), time.monotonic()
         answers = clients.all({"cmd": "reconnect", "port": server.port, "expect": missed, "concurrency": 4096,
                                "timeout": 30 + n * 0.03})
         q1, cpu1 = server.queries(), server.cpu()
+        storm_gc = gclog.read(server.gc_log, t0, time.monotonic())
         if spy is not None:
             spy.wait(60)
         complete = sum(a["complete"] for a in answers)
@@ -452,7 +486,7 @@ def storm_run(kind: ServerKind, n: int, cfg: Config, tag: str, missed: int = 20)
         reconnected = conn["ready"]
         result.update(server=kind.name, n=n, ready=reconnected, complete=complete,
                       seconds=max(a["elapsed"] for a in answers), cpu_s=cpu1 - cpu0,
-                      queries=q1 - q0, queries_per_reconnect=(q1 - q0) / max(reconnected, 1))
+                      queries=q1 - q0, queries_per_reconnect=(q1 - q0) / max(reconnected, 1), **storm_gc)
         result.pop("p50"), result.pop("p99"), result.pop("max")
         return result
 
@@ -484,7 +518,7 @@ def config() -> Config:
     profile = os.environ.get("BENCH_PROFILE", "quick")
     full = profile == "full"
     all_servers = list(KINDS)
-    daphne = ["raw-daphne", "product-daphne", "eventstream-daphne"]
+    daphne = ["floor-daphne", "product-daphne", "eventstream-daphne"]
 
     def ints(name: str, default: str) -> list[int]:
         return [int(x) for x in os.environ.get(name, default).split(",") if x]
@@ -560,87 +594,98 @@ def fmt_ms(seconds: float | None) -> str:
     return f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
 
+RATIO_KEYS = (("p99", "p99"), ("cpu_per_event_us", "cpu"), ("mem_per_stream", "mem"), ("connect_s", "connect"))
+
+
 def summarise(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    present = {r["server"] for r in rows}
     table = []
     for n in cfg.ns:
         for name in cfg.servers:
             runs = [r for r in rows if r["server"] == name and r["n"] == n]
             if not runs:
                 continue
-            summary: dict[str, Any] = {"server": name, "n": n, "rounds": len(runs)}
+            summary: dict[str, Any] = {"server": name, "n": n, "rounds": len(runs), "base": base_of(name, present)}
             for key in ("connect_s", "connect_cpu_s", "p50", "p99", "max", "mem_per_stream", "cpu_per_event_us",
-                        "broadcast_cpu_s", "fds", "threads"):
+                        "broadcast_cpu_s", "fds", "threads", "full_gcs", "full_gc_s", "full_gc_max_s",
+                        "connect_full_gcs", "connect_full_gc_s", "first_p50", "first_max", "span_p50", "span_max"):
                 summary[key] = median(runs, key)
             for key in ("sys_per_event_us", "client_cpu_per_event_us"):
                 summary[key] = median(runs, key) if all(key in r for r in runs) else None
             for key in ("lost", "dup", "ooo", "failed", "extra", "closed"):
                 summary[key] = sum(r[key] for r in runs)
-            # The raw loop on the same server ran just before, in the same round: pair them, so
-            # that a noisy minute on the shared machine moves both sides of a ratio.
-            raw = "raw-uvicorn" if name.endswith("uvicorn") else "raw-daphne"
-            for key, label in (("cpu_per_event_us", "cpu_ratios"), ("p99", "p99_ratios")):
-                pairs = [(r, next((b for b in rows if b["server"] == raw and b["n"] == n
+            # The base (the floor, else the raw loop) on the same server ran just before, in the
+            # same round: pair them, so that a noisy minute on the shared machine moves both
+            # sides of a ratio.
+            base = summary["base"]
+            for key, label in RATIO_KEYS:
+                pairs = [(r, next((b for b in rows if b["server"] == base and b["n"] == n
                                    and b.get("round") == r.get("round")), None)) for r in runs]
-                summary[label] = [r[key] / b[key] for r, b in pairs if b and b.get(key) and r.get(key) is not None]
+                summary[f"{label}_ratios"] = [r[key] / b[key] for r, b in pairs
+                                              if b and b.get(key) and r.get(key) is not None]
             table.append(summary)
     return table
 
 
+def _ratio(table: list[dict[str, Any]], row: dict[str, Any], key: str) -> str:
+    base = next((r for r in table if r["n"] == row["n"] and r["server"] == row.get("base")), None)
+    if base is None or not base.get(key) or row.get(key) is None:
+        return "-"
+    return f"{row[key] / base[key]:.2f}"
+
+
 def print_table(cfg: Config, table: list[dict[str, Any]]) -> None:
-    print(f"\nBroadcast fan-out: {cfg.broadcasts} broadcasts {cfg.interval} s apart; medians of {cfg.rounds} round(s)")
+    print(f"\nBroadcast fan-out: {cfg.broadcasts} broadcasts {cfg.interval} s apart; medians of {cfg.rounds} round(s);"
+          " ratios (x) against the floor on the same server (the raw loop if no floor ran)")
     header = (f"{'server':<20} {'N':>6} {'connect':>9} {'p50':>9} {'p99':>9} {'max':>9} {'lost':>5} {'dup':>4} "
-              f"{'ooo':>4} {'fail':>5} {'KiB/str':>8} {'CPU/ev':>8} {'fds':>6} {'p99 x':>6} {'CPU x':>6} {'mem x':>6}")
+              f"{'ooo':>4} {'fail':>5} {'KiB/str':>8} {'CPU/ev':>8} {'fullGC':>7} {'p99 x':>6} {'CPU x':>6} "
+              f"{'mem x':>6} {'conn x':>6}")
     print(header)
     print("-" * len(header))
     for row in table:
-        base = next((r for r in table if r["n"] == row["n"]
-                     and r["server"] == ("raw-uvicorn" if row["server"].endswith("uvicorn") else "raw-daphne")), None)
-
-        def ratio(key: str, row: dict[str, Any] = row, base: dict[str, Any] | None = base) -> str:
-            if base is None or not base.get(key) or row.get(key) is None:
-                return "-"
-            return f"{row[key] / base[key]:.2f}"
-
+        gcs = f"{row['full_gcs'] or 0:.0f}/{(row['full_gc_s'] or 0) * 1000:.0f}ms"
         print(f"{row['server']:<20} {row['n']:>6} {row['connect_s']:>8.1f}s {fmt_ms(row['p50']):>9} "
               f"{fmt_ms(row['p99']):>9} {fmt_ms(row['max']):>9} {row['lost']:>5} {row['dup']:>4} {row['ooo']:>4} "
-              f"{row['failed']:>5} {row['mem_per_stream'] / 1024:>8.1f} {row['cpu_per_event_us']:>6.1f}us "
-              f"{row['fds'] or 0:>6} {ratio('p99'):>6} {ratio('cpu_per_event_us'):>6} {ratio('mem_per_stream'):>6}")
+              f"{row['failed']:>5} {row['mem_per_stream'] / 1024:>8.1f} {row['cpu_per_event_us']:>6.1f}us {gcs:>7} "
+              f"{_ratio(table, row, 'p99'):>6} {_ratio(table, row, 'cpu_per_event_us'):>6} "
+              f"{_ratio(table, row, 'mem_per_stream'):>6} {_ratio(table, row, 'connect_s'):>6}")
 
 
 def markdown(cfg: Config, table: list[dict[str, Any]], targeted: list[dict[str, Any]],
              storms: list[dict[str, Any]]) -> str:
     """The figures as Markdown tables (pasted into docs/benchmarks.md)."""
     out = [f"Broadcast: {cfg.broadcasts} broadcasts {cfg.interval} s apart, medians of {cfg.rounds} round(s); "
-           "ratios against the raw loop on the same server.", "",
+           "ratios against the floor on the same server (the raw loop where no floor ran).", "",
            "| server | N | connect | p50 | p99 | max | lost / dup / out of order | failed | memory per stream "
-           "| CPU per delivered event | fds | p99 × raw | CPU × raw | memory × raw |",
-           "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "| CPU per delivered event | full GCs in the window | p99 × floor | CPU × floor | memory × floor "
+           "| connect × floor |",
+           "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in table:
-        raw = "raw-uvicorn" if row["server"].endswith("uvicorn") else "raw-daphne"
-        base = next((r for r in table if r["n"] == row["n"] and r["server"] == raw), None)
-
-        def ratio(key: str, row: dict[str, Any] = row, base: dict[str, Any] | None = base) -> str:
-            if base is None or not base.get(key) or row.get(key) is None:
-                return "-"
-            return f"{row[key] / base[key]:.2f}"
-
+        gcs = (f"{row['full_gcs'] or 0:.0f} ({(row['full_gc_s'] or 0) * 1000:.0f} ms)"
+               if row.get("full_gcs") is not None else "-")
         out.append(f"| {KINDS[row['server']].label} | {row['n']:,} | {row['connect_s']:.1f} s | {fmt_ms(row['p50'])} "
                    f"| {fmt_ms(row['p99'])} | {fmt_ms(row['max'])} | {row['lost']} / {row['dup']} / {row['ooo']} "
                    f"| {row['failed']} | {row['mem_per_stream'] / 1024:.1f} KiB | {row['cpu_per_event_us']:.1f} µs "
-                   f"| {row['fds']} | {ratio('p99')} | {ratio('cpu_per_event_us')} | {ratio('mem_per_stream')} |")
-    paired = [row for row in table if not row["server"].startswith("raw-") and row.get("cpu_ratios")]
+                   f"| {gcs} | {_ratio(table, row, 'p99')} | {_ratio(table, row, 'cpu_per_event_us')} "
+                   f"| {_ratio(table, row, 'mem_per_stream')} | {_ratio(table, row, 'connect_s')} |")
+    paired = [row for row in table if row.get("cpu_ratios")]
     if paired:
-        out += ["", "The same ratios taken round by round (each server against the raw loop on the same server, "
-                "run just before it in the same round), then their median; CPU split into user + system, and "
-                "the load clients' CPU per event.", "",
-                "| server | N | CPU × raw, by round | median | p99 × raw, by round | median "
-                "| system CPU per event | client CPU per event |", "|---|---:|---|---:|---|---:|---:|---:|"]
+        out += ["", "The same ratios taken round by round (each server against the floor on the same server, "
+                "run just before it in the same round), then their median (**bold**); the load clients' CPU "
+                "per event.", "",
+                "| server | N | p99 × floor, by round | CPU × floor, by round | memory × floor, by round "
+                "| connect × floor, by round | system CPU per event | client CPU per event |",
+                "|---|---:|---|---|---|---|---:|---:|"]
+
+        def cell(values: list[float]) -> str:
+            if not values:
+                return "-"
+            return f"{' / '.join(f'{x:.2f}' for x in values)} → **{statistics.median(values):.2f}**"
+
         for row in paired:
-            cpu, p99 = row["cpu_ratios"], row["p99_ratios"]
             sys_us, client_us = row.get("sys_per_event_us"), row.get("client_cpu_per_event_us")
-            out.append(f"| {KINDS[row['server']].label} | {row['n']:,} | {' / '.join(f'{x:.2f}' for x in cpu)} "
-                       f"| **{statistics.median(cpu):.2f}** | {' / '.join(f'{x:.2f}' for x in p99)} "
-                       f"| **{statistics.median(p99):.2f}** "
+            out.append(f"| {KINDS[row['server']].label} | {row['n']:,} | {cell(row['p99_ratios'])} "
+                       f"| {cell(row['cpu_ratios'])} | {cell(row['mem_ratios'])} | {cell(row['connect_ratios'])} "
                        f"| {'-' if sys_us is None else f'{sys_us:.1f} µs'} "
                        f"| {'-' if client_us is None else f'{client_us:.1f} µs'} |")
     if targeted:
@@ -651,12 +696,18 @@ def markdown(cfg: Config, table: list[dict[str, Any]], targeted: list[dict[str, 
                 f"| {fmt_ms(r['p99'])} | {fmt_ms(r['max'])} | {r['lost']} / {r['dup']} / {r['ooo']} "
                 f"| {r['cpu_per_event_us']:.0f} µs |" for r in targeted]
     if storms:
+        present = {r["server"] for r in storms}
         out += ["", "Reconnect storm: every stream reconnects at once with Last-Event-ID, 20 missed each.", "",
-                "| server | streams | complete | time | lost / dup / out of order | DB queries per reconnect "
-                "| server CPU |", "|---|---:|---:|---:|---|---:|---:|"]
-        out += [f"| {KINDS[r['server']].label} | {r['n']:,} | {r['complete']:,} | {r['seconds']:.1f} s "
-                f"| {r['lost']} / {r['dup']} / {r['ooo']} | {r['queries_per_reconnect']:.2f} | {r['cpu_s']:.1f} s |"
-                for r in storms]
+                "| server | streams | complete | time | time × floor | lost / dup / out of order "
+                "| DB queries per reconnect | server CPU | full GCs |", "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+        for r in storms:
+            base_name = base_of(r["server"], present)
+            base = next((b for b in storms if b["server"] == base_name and b["n"] == r["n"]), None)
+            times = f"{r['seconds'] / base['seconds']:.2f}" if base and base["seconds"] else "-"
+            gcs = f"{r.get('full_gcs', 0)} ({r.get('full_gc_s', 0.0) * 1000:.0f} ms)" if "full_gcs" in r else "-"
+            out.append(f"| {KINDS[r['server']].label} | {r['n']:,} | {r['complete']:,} | {r['seconds']:.1f} s "
+                       f"| {times} | {r['lost']} / {r['dup']} / {r['ooo']} | {r['queries_per_reconnect']:.2f} "
+                       f"| {r['cpu_s']:.1f} s | {gcs} |")
     return "\n".join(out) + "\n"
 
 
@@ -727,7 +778,10 @@ def main() -> None:
                       f"{r['mem_per_stream'] / 1024:.1f} KiB/stream  {r['cpu_per_event_us']:.1f} us CPU/event "
                       f"({r['sys_per_event_us']:.1f} system; client {r['client_cpu_per_event_us']:.1f})  "
                       f"switches {r['server_switches']}/{r['client_switches']}  fds {r['fds']} "
-                      f"threads {r['threads']}", flush=True)
+                      f"threads {r['threads']}  first receipt p50/max {fmt_ms(r.get('first_p50'))}/"
+                      f"{fmt_ms(r.get('first_max'))} fan-out span p50/max {fmt_ms(r.get('span_p50'))}/"
+                      f"{fmt_ms(r.get('span_max'))}  full GCs {r['full_gcs']} ({r['full_gc_s'] * 1000:.0f} ms, "
+                      f"longest {r['full_gc_max_s'] * 1000:.0f}); at connect {r['connect_full_gcs']}", flush=True)
     for name in cfg.targeted_servers:
         if not in_time(f"targeted {name}"):
             continue
@@ -745,7 +799,7 @@ def main() -> None:
         save()
         print(f"[storm] {name:<19} N={r['n']} complete {r['complete']}/{r['ready']} in {r['seconds']:.1f}s  "
               f"lost {r['lost']} dup {r['dup']} ooo {r['ooo']}  {r['queries_per_reconnect']:.2f} queries/reconnect  "
-              f"CPU {r['cpu_s']:.1f}s", flush=True)
+              f"CPU {r['cpu_s']:.1f}s  full GCs {r['full_gcs']} ({r['full_gc_s'] * 1000:.0f} ms)", flush=True)
     table = summarise(cfg, rows)
     (cfg.out / "summary.json").write_text(json.dumps({"broadcast": table, "targeted": targeted, "storm": storms},
                                                      indent=1))

@@ -11,7 +11,7 @@ import os
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "insecure-key-for-benchmarks-only")
 
-from bench import querycount  # noqa: E402
+from bench import gclog, querycount  # noqa: E402
 from project.settings import *  # noqa: E402,F403
 
 ROOT_URLCONF = "bench.urls"
@@ -25,3 +25,4 @@ LOGGING = {
 }
 
 querycount.install()
+gclog.install_from_env()

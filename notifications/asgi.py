@@ -28,7 +28,7 @@ def with_streams(app: ASGIApp) -> StreamsRouter:
     ``app`` is Django's ASGI app or the project's own ``ProtocolTypeRouter`` (with its
     websockets): every ``http`` request outside the stream path, every ``websocket``
     connection and the ``lifespan`` scope reach it as they would without this wrapper.
-    The stream gets the session's user through Channels' ``AuthMiddlewareStack``.
+    The stream gets the session's user as Channels' ``AuthMiddlewareStack`` gives it (``auth.StreamAuth``).
     """
     return StreamsRouter(app)
 

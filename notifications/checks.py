@@ -86,6 +86,11 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 id="notifications.E009",
             )
         )
+    freeze = _value("NOTIFICATIONS_FREEZE_HEAP")
+    if not isinstance(freeze, bool):
+        errors.append(
+            Error(f"NOTIFICATIONS_FREEZE_HEAP must be True or False, got {freeze!r}.", id="notifications.E010")
+        )
     token = _value("NOTIFICATIONS_METRICS_TOKEN")
     if token is not None and (not isinstance(token, str) or not token or token != token.strip()):
         errors.append(

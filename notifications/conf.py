@@ -16,6 +16,7 @@ DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_MAX_STREAMS_PER_USER": 20,
     "NOTIFICATIONS_METRICS_TOKEN": None,
     "NOTIFICATIONS_SLOW_CLIENT_TIMEOUT": 10,
+    "NOTIFICATIONS_FREEZE_HEAP": True,
 }
 
 
@@ -64,6 +65,11 @@ class Settings:
     def SLOW_CLIENT_TIMEOUT(self) -> float:
         """Seconds a client with over 1 MiB unsent may read nothing before its stream is dropped."""
         return float(setting("NOTIFICATIONS_SLOW_CLIENT_TIMEOUT"))
+
+    @property
+    def FREEZE_HEAP(self) -> bool:
+        """``gc.freeze()`` once, when the process opens its first stream (``notifications.heap``)."""
+        return bool(setting("NOTIFICATIONS_FREEZE_HEAP"))
 
     @property
     def METRICS_TOKEN(self) -> str | None:

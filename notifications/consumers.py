@@ -18,7 +18,8 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 
-from . import replay, sse
+from . import heap, replay, sse
+from .auth import VIEWER_KEY
 from .conf import app_settings
 from .events import hello_frame
 from .guard import IDENTITY_MARK
@@ -90,13 +91,11 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
         except ValueError as exc:
             await self._plain(400, str(exc))
             return
-        user = self.scope.get("user")  # resolved already by AuthMiddleware
-        session = self.scope.get("session")
         hub = get_hub()
         # Taken by the guard before the user was resolved; a change to this user from then to
         # attach() ends the stream below.
         mark = self.scope.get(IDENTITY_MARK, hub.identity_mark())
-        viewer = await _viewer(user, session) if user is not None and user.is_authenticated else Viewer()
+        viewer = await self._viewer()
         if viewer.user_id is None and not app_settings.PUBLIC:
             await self._plain(403, "Sign in to receive notifications.")
             return
@@ -107,6 +106,7 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
                 [(b"Retry-After", b"10")],
             )
             return
+        heap.freeze_once()
         try:
             await hub.start()
         except Exception:
@@ -137,6 +137,16 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
         stream.go_live(frames + hello_frame(viewer.username, cursor), cursor)
         stream.expire_after(app_settings.MAX_AGE)
 
+    async def _viewer(self) -> Viewer:
+        """The viewer ``StreamAuth`` resolved with the user, else (another auth stack) built here."""
+        user = self.scope.get("user")
+        resolved = self.scope.get(VIEWER_KEY)
+        if resolved is not None and resolved[0] is user:
+            return resolved[1]  # type: ignore[no-any-return]
+        if user is None or not user.is_authenticated:
+            return Viewer()
+        return await _viewer(user, self.scope.get("session"))
+
     def _last_event_id(self) -> int | None:
         """The ``Last-Event-ID`` header wins over ``?last_event_id=`` (SPEC §6)."""
         for name, value in self.scope.get("headers", []):
@@ -160,6 +170,9 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
     async def disconnect(self) -> None:
         if self.stream is not None:
             get_hub().detach(self.stream)
+            # The stream holds this consumer's send: without this link the pair is a cycle
+            # that only a full garbage collection frees (one per heap growth of a quarter).
+            self.stream = None
 
 
 @database_sync_to_async

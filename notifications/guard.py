@@ -4,7 +4,7 @@ Channels consumers run no Django middleware, so the stream would otherwise skip 
 does for every view: ``Host`` against ``ALLOWED_HOSTS`` (``400``). The guard also answers
 non-GET methods with ``405`` without reading the request body, and reads a GET's body only
 up to ``BODY_LIMIT`` bytes, counting and dropping it (``413`` beyond), so the consumer never
-buffers a body. It runs before ``AuthMiddlewareStack``: a refused request costs no session
+buffers a body. It runs before ``auth.StreamAuth``: a refused request costs no session
 query. Imports nothing from the consumer or the hub.
 """
 
@@ -82,7 +82,7 @@ async def plain(send: Send, status: int, text: str, headers: Iterable[tuple[byte
 
 
 class StreamGuard:
-    """Wrap the stream's ASGI app: ``StreamGuard(AuthMiddlewareStack(Consumer.as_asgi()))``.
+    """Wrap the stream's ASGI app: ``StreamGuard(StreamAuth(Consumer.as_asgi()))``.
 
     For ``http`` scopes, in order: a host outside ``ALLOWED_HOSTS`` → ``400``; a method other
     than GET → ``405`` with ``Allow: GET``, the body left unread; a body over ``body_limit`` →

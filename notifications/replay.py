@@ -10,13 +10,19 @@ stream attached and ``limit`` (``NOTIFICATIONS_REPLAY_LIMIT``):
    current read state. Notices left out do not count towards ``limit``.
 
 ``from_memory`` and ``from_database`` both keep it; ``tests/test_replay.py`` runs one table
-against both. Imports models, events and the window's type; never the hub or the stream.
+against both. ``replay()`` sends memory answers through a per-loop batch: reconnects that
+arrive while one database hop runs are answered together in the next one (one query for
+the anonymous ones' ids, one per signed-in viewer, one horizon read), so a reconnect storm
+costs a few hops, not one per stream. Imports models, events and the window's type; never
+the hub or the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
@@ -32,6 +38,10 @@ DATABASE = "database"
 #: each group's) as its own index range that stops after ``limit + 1`` rows, and merges them;
 #: beyond it, one query whose branches the database sorts (fewer round trips).
 MERGE_MAX_GROUPS = 8
+#: Most memory answers computed in one database hop.
+MAX_BATCH = 256
+#: Most ids per ``IN (...)`` (SQLite's old limit is 999 parameters).
+IN_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +65,7 @@ class Replay:
 async def replay(viewer: Viewer, after: int, cursor: int, limit: int, recent: Sequence[Event] | None) -> Replay:
     """From ``recent`` (the hub's memory, see ``Hub.attach``) when it covers ``after``, else from the database."""
     if recent is not None:
-        return await from_memory(viewer, recent, after, cursor, limit)
+        return await _batch().ask(_Ask(viewer, recent, after, cursor, limit))
     return await from_database(viewer, after, cursor, limit)
 
 
@@ -107,6 +117,15 @@ def missed_rows(viewer: Viewer, after: int, count: int) -> list[Notification]:
     return list(itertools.islice(merged, count))
 
 
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    viewer: Viewer
+    events: Sequence[Event]
+    after: int
+    cursor: int
+    limit: int
+
+
 @database_sync_to_async
 def from_memory(viewer: Viewer, events: Sequence[Event], after: int, cursor: int, limit: int) -> Replay:
     """The missed events the hub still holds, already encoded (complete up to ``cursor``).
@@ -115,15 +134,99 @@ def from_memory(viewer: Viewer, events: Sequence[Event], after: int, cursor: int
     old ones), are not archived or expired and, for a signed-in viewer, which they have read
     since; one for the horizon.
     """
-    # Muting is decided in memory, as the live fan-out does; archive and expiry by the query.
-    ids = [event.id for event in events if not viewer.mutes(event.category, event.level)]
-    read = dict(
-        Notification.objects.filter(id__in=ids).current().archived_by(viewer, False)
-        .with_read(viewer).values_list("id", "is_read")  # type: ignore[misc]
-    ) if ids else {}
-    if after < StreamState.horizon():  # after the rows, as in from_database
-        return _reset(EXPIRED, cursor, MEMORY)
-    kept = [event for event in events if event.id in read]
-    if len(kept) > limit:
-        return _reset(TOO_MANY, cursor, MEMORY)
-    return Replay([event.frame_for(viewer, read=read[event.id]) for event in kept], cursor, None, MEMORY)
+    return _from_memory_many([_Ask(viewer, events, after, cursor, limit)])[0]
+
+
+def _existing(ids: Sequence[int], viewer: Viewer) -> dict[int, bool]:
+    """``{id: read}`` for those of ``ids`` that still exist and are in ``viewer``'s inbox (not
+    archived, not expired), read state as ``viewer`` sees it. Muting is decided in memory by the
+    caller, as the live fan-out does."""
+    found: dict[int, bool] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        rows = Notification.objects.filter(id__in=chunk).current().archived_by(viewer, False).with_read(viewer)
+        found.update(rows.values_list("id", "is_read"))  # type: ignore[misc]
+    return found
+
+
+def _from_memory_many(asks: Sequence[_Ask]) -> list[Replay]:
+    """``from_memory`` for several reconnects: anonymous viewers share one existence query
+    (their read state is always False), each signed-in viewer gets its own; then one horizon
+    read for all, after the rows as in ``from_database``."""
+    anonymous = Viewer()
+    shared_ids = sorted({event.id for ask in asks if ask.viewer.user_id is None for event in ask.events})
+    shared = _existing(shared_ids, anonymous) if shared_ids else {}
+    reads = [
+        shared if ask.viewer.user_id is None else _existing(_unmuted(ask.viewer, ask.events), ask.viewer)
+        if ask.events else {}
+        for ask in asks
+    ]
+    horizon = StreamState.horizon()
+    answers = []
+    for ask, read in zip(asks, reads, strict=True):
+        if ask.after < horizon:
+            answers.append(_reset(EXPIRED, ask.cursor, MEMORY))
+            continue
+        kept = [event for event in ask.events if event.id in read]
+        if len(kept) > ask.limit:
+            answers.append(_reset(TOO_MANY, ask.cursor, MEMORY))
+            continue
+        frames = [event.frame_for(ask.viewer, read=read[event.id]) for event in kept]
+        answers.append(Replay(frames, ask.cursor, None, MEMORY))
+    return answers
+
+
+def _unmuted(viewer: Viewer, events: Sequence[Event]) -> list[int]:
+    return [event.id for event in events if not viewer.mutes(event.category, event.level)]
+
+
+_answer_many = database_sync_to_async(_from_memory_many)
+
+
+class _Batch:
+    """Memory answers of one event loop, computed ``MAX_BATCH`` at a time in one hop each."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[_Ask, asyncio.Future[Replay]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    async def ask(self, ask: _Ask) -> Replay:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Replay] = loop.create_future()
+        self.waiting.append((ask, future))
+        if self.task is None:
+            self.task = loop.create_task(self._run(), name="notifications-replay-batch")
+        return await future
+
+    async def _run(self) -> None:
+        batch: list[tuple[_Ask, asyncio.Future[Replay]]] = []
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting[:MAX_BATCH], self.waiting[MAX_BATCH:]
+                try:
+                    answers = await _answer_many([ask for ask, _ in batch])
+                except Exception as exc:  # each waiting reconnect sees the failure, as it would alone
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for (_, future), answer in zip(batch, answers, strict=True):
+                        if not future.done():
+                            future.set_result(answer)
+                batch = []
+        finally:
+            self.task = None
+            for _, future in batch + self.waiting:  # cancelled (the loop is closing): nobody waits forever
+                future.cancel()
+            self.waiting = []
+
+
+_batches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batch] = weakref.WeakKeyDictionary()
+
+
+def _batch() -> _Batch:
+    loop = asyncio.get_running_loop()
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = _Batch()
+    return batch

@@ -29,6 +29,7 @@ def test_defaults_pass(settings):
         ("NOTIFICATIONS_MAX_STREAMS_PER_USER", 0, "notifications.E007"),
         ("NOTIFICATIONS_MAX_STREAMS_PER_USER", True, "notifications.E007"),
         ("NOTIFICATIONS_SLOW_CLIENT_TIMEOUT", 0, "notifications.E009"),
+        ("NOTIFICATIONS_FREEZE_HEAP", "yes", "notifications.E010"),
         ("NOTIFICATIONS_SLOW_CLIENT_TIMEOUT", "10", "notifications.E009"),
     ],
 )

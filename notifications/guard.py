@@ -117,7 +117,7 @@ class StreamGuard:
                 return
             if not message.get("more_body", False):
                 break
-        # Before the session and user are resolved (AuthMiddlewareStack, inside): the consumer
+        # Before the session and user are resolved (StreamAuth, inside): the consumer
         # ends the stream if its user's identity changes from here to its attach().
         scope = {**scope, IDENTITY_MARK: get_hub().identity_mark()}
         await self.app(scope, _after_empty_body(receive), send)

@@ -1,6 +1,6 @@
 """The server capabilities the streams rely on, probed through the real chain under each real server.
 
-``AuthMiddlewareStack`` → consumer → ``Stream`` → the server's own send: if a release of
+``StreamAuth`` → consumer → ``Stream`` → the server's own send: if a release of
 Channels, daphne, Twisted or uvicorn moves what the probes reach into, the slow-client cut-off
 (or abort, or the shutdown hook) reads 0 in ``/notifications/metrics`` and this test fails.
 """
@@ -28,7 +28,7 @@ async def test_a_signed_in_stream_under_the_real_server_arms_every_capability(ki
     server = SERVERS[kind](env=env, log_path=tmp_path / f"{kind}.log").start()
     try:
         async with httpx.AsyncClient(base_url=server.url) as client:
-            await login(client, "alice", "pw-a-123")  # the session cookie goes through AuthMiddlewareStack
+            await login(client, "alice", "pw-a-123")  # the session cookie goes through StreamAuth
             async with SSEClient(client, "/notifications/stream/") as stream:
                 await stream.read_until(lambda s: s.of_type("hello"))
                 async with httpx.AsyncClient(base_url=server.url) as scraper:  # loopback: allowed

@@ -127,7 +127,8 @@ def main() -> None:
             sqls = [q["sql"] for q in captured.captured_queries]
             p50, p99 = timed(fn, args.runs)
             table.append(f"| {name} | {len(sqls)} | {p50:.2f} | {p99:.2f} |")
-            report.append(f"## {name}: {len(sqls)} quer{'y' if len(sqls) == 1 else 'ies'}, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+            queries = f"{len(sqls)} quer{'y' if len(sqls) == 1 else 'ies'}"
+            report.append(f"## {name}: {queries}, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
             for sql in sqls:
                 with connection.cursor() as cursor:
                     cursor.execute("EXPLAIN " + sql)

@@ -541,9 +541,10 @@ class Hub:
                 if muting:
                     streams = [stream for stream in streams if stream not in muting]
             self.stats["deliveries"] += len(streams)
+            update_of = event.notice if event.kind == UPDATE else None  # conflated per stream (SPEC §14)
             async for some in _slices(streams):
                 for stream in some:
-                    stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame)
+                    stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame, update_of)
 
     def _schedule_catch_up(self) -> None:
         if self._catch_up_task is None:

@@ -200,8 +200,10 @@ async def test_replay_contract(name, source, alice, bob, group, monkeypatch):
     assert answer.through >= cursor
 
 
-@pytest.mark.parametrize("name", ["read state", "event order, not creation order", "updated then retracted: one retract",
-                                  "a reconnect in the middle of several updates"])
+@pytest.mark.parametrize("name", [
+    "read state", "event order, not creation order", "updated then retracted: one retract",
+    "a reconnect in the middle of several updates",
+])
 async def test_both_sources_give_the_same_bytes(name, alice, bob, group, monkeypatch):
     monkeypatch.setattr(services, "publish", lambda message: None)
     case = CASES[name]

@@ -22,9 +22,9 @@ SLUG = re.compile(r"[-a-zA-Z0-9_]+")
 
 PAGE_SIZE = 50
 API_MAX_LIMIT = 100
-CREATE_FIELDS = {"title", "body", "level", "url", "recipient", "group", "category", "data", "expires_at"}
+CREATE_FIELDS = {"title", "body", "level", "url", "recipient", "group", "category", "data", "expires_at", "progress"}
 #: Fields of ``CREATE_FIELDS`` that are not strings (checked on their own).
-NON_STRING_FIELDS = {"data", "expires_at"}
+NON_STRING_FIELDS = {"data", "expires_at", "progress"}
 PREFERENCE_FIELDS = {"muted"}
 #: The list's boolean filters (SPEC §13) and what they accept.
 FLAGS = ("unread", "archived", "muted")
@@ -221,6 +221,8 @@ def _api_create(request: HttpRequest) -> JsonResponse:
     if data.get("data") is not None and not isinstance(data["data"], dict):
         return _error(400, f"data must be a JSON object, got {type(data['data']).__name__}.")
     if "recipients" in data:
+        if data.get("progress") is not None:
+            return _error(400, "progress is for a single notice (a job's), not for recipients.")
         return _api_create_many(data)
     level = data.get("level") or Level.INFO
     if level not in Level.values:
@@ -238,6 +240,7 @@ def _api_create(request: HttpRequest) -> JsonResponse:
             category=data.get("category") or "",
             data=data.get("data"),
             expires_at=data.get("expires_at"),
+            progress=data.get("progress"),
         )
     except ValidationError as exc:
         return _error(400, _validation_message(exc))

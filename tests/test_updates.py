@@ -263,3 +263,17 @@ def test_read_state_survives_an_update(alice, published):
     ReadMark.objects.create(user=alice, notification=n)
     services.update(n, progress=3)
     assert client_for(alice).get("/notifications/api/").json()["results"][0]["read"] is True
+
+
+def test_create_takes_progress_but_not_for_many_recipients(staff, alice, published):
+    client = client_for(staff)
+    response = client.post("/notifications/api/", json.dumps({"title": "job", "progress": 5}),
+                           content_type="application/json")
+    assert response.status_code == 201 and response.json()["progress"] == 5
+    response = client.post("/notifications/api/", json.dumps({"title": "job", "progress": 500}),
+                           content_type="application/json")
+    assert response.status_code == 400 and "from 0 to 100" in response.json()["error"]
+    response = client.post("/notifications/api/", json.dumps({"title": "j", "progress": 5, "recipients": ["alice"]}),
+                           content_type="application/json")
+    assert response.status_code == 400 and "single notice" in response.json()["error"]
+    assert Notification.objects.count() == 1

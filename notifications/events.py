@@ -58,7 +58,7 @@ def notification_frame(notification: Notification, *, read: bool | None) -> byte
     Its id is the notice's latest event id: a notice created and then updated after a
     viewer's cursor is replayed once, as new, in its latest state (SPEC §14).
     """
-    return sse.encode_event(dumps(notification.payload(read=read)), event=NOTIFICATION, id=notification.event_id)
+    return sse.encode_event(dumps(notification.payload(read=read)), event="notification", id=notification.event_id)
 
 
 def update_frame(notification: Notification, *, read: bool | None = None) -> bytes:
@@ -68,12 +68,12 @@ def update_frame(notification: Notification, *, read: bool | None = None) -> byt
     events, and the client keeps the card's). ``read`` is only for the frames a memory
     replay turns into ``notification`` (``as_notification``).
     """
-    return sse.encode_event(dumps(notification.payload(read=read)), event=UPDATE, id=notification.event_id)
+    return sse.encode_event(dumps(notification.payload(read=read)), event="update", id=notification.event_id)
 
 
 def retract_frame(notification: Notification) -> bytes:
     """``event: retract``: ``{"id": <notice id>}`` with the retraction's event id."""
-    return sse.encode_event(dumps({"id": notification.id}), event=RETRACT, id=notification.event_id)
+    return sse.encode_event(dumps({"id": notification.id}), event="retract", id=notification.event_id)
 
 
 _UPDATE_LINE = f"event: {UPDATE}\n".encode()

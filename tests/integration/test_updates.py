@@ -176,11 +176,11 @@ async def test_a_rolled_back_update_is_never_streamed_and_a_shell_update_arrives
         notice = await send(admin, title="Rollback", recipient="dave")
         script = (
             "from django.db import transaction; from notifications import services;"
-            "from notifications.models import Notification as N; n=N.objects.get(pk=%d)\n"
+            f"from notifications.models import Notification as N; n=N.objects.get(pk={notice})\n"
             "try:\n    with transaction.atomic():\n        services.update(n, title='ROLLED BACK')\n"
             "        raise RuntimeError\nexcept RuntimeError:\n    pass\n"
-            "services.update(N.objects.get(pk=%d), progress=99)"
-        ) % (notice, notice)
+            f"services.update(N.objects.get(pk={notice}), progress=99)"
+        )
         # A second process on the in-memory layer: the server's hub finds it in the database.
         manage(env, "shell", "-c", script)
         await s.read_until(progress_reached(notice, 99), timeout=15)

@@ -1,4 +1,5 @@
-"""NotificationAdmin: adding one sends it (through services, once, after commit)."""
+"""NotificationAdmin: adding one sends it, changing one updates it, deleting one retracts it
+(through services, once each, after commit; SPEC §8, §14)."""
 
 from __future__ import annotations
 
@@ -37,19 +38,22 @@ class NotificationAdmin(admin.ModelAdmin):
     search_fields = ["title", "body"]
     date_hierarchy = "created_at"
     raw_id_fields = ["recipient"]
-    fields = ["title", "body", "level", "url", "recipient", "group", "category", "data", "expires_at"]
-    sent_fields: list[str] = [
-        "title", "body", "level", "url", "recipient", "group", "category", "data", "expires_at", "created_at",
-    ]
+    fields = ["title", "body", "level", "url", "progress", "recipient", "group", "category", "data", "expires_at"]
+    #: Once sent, who it goes to, its category and expiry stay; its content can change (SPEC §14).
+    sent_fields: list[str] = ["recipient", "group", "category", "expires_at", "created_at", "updated_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Notification]:
-        return super().get_queryset(request).select_related("recipient", "group").annotate(
-            _read_by=Count("read_marks", distinct=True)
-        )
+        # Retracted notices are tombstones kept for replay: deleted, as far as the admin shows.
+        return super().get_queryset(request).filter(retracted_at__isnull=True).select_related(
+            "recipient", "group"
+        ).annotate(_read_by=Count("read_marks", distinct=True))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Notification | None = None) -> list[str]:
-        # A sent notice is what its readers saw: editing it would not reach them again.
         return self.sent_fields if obj is not None else []
+
+    def get_fields(self, request: HttpRequest, obj: Notification | None = None) -> Any:
+        fields = list(self.fields)
+        return [*fields, "created_at", "updated_at"] if obj is not None else fields
 
     @admin.display(description="audience")
     def audience_display(self, obj: Notification) -> str:
@@ -64,6 +68,16 @@ class NotificationAdmin(admin.ModelAdmin):
         return getattr(obj, "_read_by", 0)
 
     def save_model(self, request: HttpRequest, obj: Notification, form: Any, change: bool) -> None:
-        if change:
-            return  # every field is read-only once sent
-        services.send(obj)
+        if not change:
+            services.send(obj)
+            return
+        changed = {name: form.cleaned_data[name] for name in form.changed_data if name in services.UPDATE_FIELDS}
+        if changed:  # streamed to those who see it as ``event: update`` (SPEC §14)
+            services.update(obj, **changed)
+
+    def delete_model(self, request: HttpRequest, obj: Notification) -> None:
+        services.retract(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
+        for notification in queryset.order_by("id"):
+            services.retract(notification)

@@ -33,6 +33,11 @@ EXPIRED = "expired"
 #: membership (``identity``), so the client reloads its list rather than miss it.
 MEMBERSHIP = "membership"
 AUDIENCES = frozenset({"everyone", "group", "user"})
+#: What an event says about its notice (SPEC §14), also its frame's ``event:`` line.
+NOTIFICATION = "notification"
+UPDATE = "update"
+RETRACT = "retract"
+KINDS = frozenset({NOTIFICATION, UPDATE, RETRACT})
 
 
 class BadMessage(ValueError):
@@ -48,8 +53,41 @@ def dumps(data: Any) -> str:
 
 
 def notification_frame(notification: Notification, *, read: bool | None) -> bytes:
-    """``event: notification`` with the notice's JSON (``read`` only for signed-in viewers)."""
-    return sse.encode_event(dumps(notification.payload(read=read)), event="notification", id=notification.id)
+    """``event: notification`` with the notice's JSON (``read`` only for signed-in viewers).
+
+    Its id is the notice's latest event id: a notice created and then updated after a
+    viewer's cursor is replayed once, as new, in its latest state (SPEC §14).
+    """
+    return sse.encode_event(dumps(notification.payload(read=read)), event="notification", id=notification.event_id)
+
+
+def update_frame(notification: Notification, *, read: bool | None = None) -> bytes:
+    """``event: update``: the notice's full JSON as it now is, with its latest event id.
+
+    On the wire it carries no ``read`` (one frame for every viewer; read state has its own
+    events, and the client keeps the card's). ``read`` is only for the frames a memory
+    replay turns into ``notification`` (``as_notification``).
+    """
+    return sse.encode_event(dumps(notification.payload(read=read)), event="update", id=notification.event_id)
+
+
+def retract_frame(notification: Notification) -> bytes:
+    """``event: retract``: ``{"id": <notice id>}`` with the retraction's event id."""
+    return sse.encode_event(dumps({"id": notification.id}), event="retract", id=notification.event_id)
+
+
+_UPDATE_LINE = f"event: {UPDATE}\n".encode()
+_NOTIFICATION_LINE = f"event: {NOTIFICATION}\n".encode()
+
+
+def as_notification(frame: bytes) -> bytes:
+    """An ``update`` frame (built by ``update_frame``) as the ``notification`` frame of the same
+    state: what a viewer who never saw the notice gets (SPEC §14). The ``event:`` line is the
+    first line after ``id:`` (``sse.encode_event``), so only that line changes."""
+    head, sep, rest = frame.partition(b"\n")
+    if not rest.startswith(_UPDATE_LINE):
+        raise ValueError("not an update frame")
+    return head + sep + _NOTIFICATION_LINE + rest[len(_UPDATE_LINE):]
 
 
 def hello_frame(username: str | None, cursor: int) -> bytes:
@@ -119,13 +157,47 @@ class Event:
     category: str = ""
     level: str = "info"
     expires: float | None = None
+    #: SPEC §14: ``notification``, ``update`` or ``retract``, and the notice's own id (its
+    #: creation's event id; None means ``id``, as for every ``notification`` event).
+    kind: str = NOTIFICATION
+    notice_id: int | None = None
+
+    @property
+    def notice(self) -> int:
+        return self.id if self.notice_id is None else self.notice_id
 
     @classmethod
-    def of(cls, notification: Notification) -> Event:
+    def of(cls, notification: Notification, kind: str = NOTIFICATION) -> Event:
+        """The event of ``kind`` about the notice as it is now; its id is ``notification.event_id``.
+
+        ``update``: ``anon_frame`` carries no ``read`` and is what every live stream gets;
+        ``user_frame``/``read_frame`` are kept for a memory replay to a viewer who never saw
+        the notice (``as_notification``). ``retract``: the one frame, three times.
+        """
+        common: dict[str, Any] = {
+            "id": notification.event_id,
+            "audience": notification.audience,
+            "target": notification.audience_target,
+            "category": notification.category,
+            "level": notification.level,
+            "expires": notification.expires_at.timestamp() if notification.expires_at is not None else None,
+            "kind": kind,
+            "notice_id": notification.id if kind != NOTIFICATION else None,
+        }
+        if kind == UPDATE:
+            return cls(
+                user_frame=update_frame(notification, read=False),
+                anon_frame=update_frame(notification),
+                read_frame=update_frame(notification, read=True),
+                **common,
+            )
+        if kind == RETRACT:
+            frame = retract_frame(notification)
+            return cls(user_frame=frame, anon_frame=frame, read_frame=frame, **common)
         audience = notification.audience
         user_frame = notification_frame(notification, read=False)
         return cls(
-            id=notification.id,
+            id=notification.event_id,
             audience=audience,
             target=notification.audience_target,
             user_frame=user_frame,
@@ -140,6 +212,29 @@ class Event:
 
     def expired(self, now: float) -> bool:
         return self.expires is not None and self.expires <= now
+
+    @property
+    def live_frames(self) -> tuple[bytes, bytes]:
+        """``(for signed-in viewers, for anonymous ones)`` on a live stream."""
+        if self.kind == UPDATE:
+            return self.anon_frame, self.anon_frame
+        if self.audience == "everyone":
+            return self.user_frame, self.anon_frame
+        return self.user_frame, self.user_frame
+
+    def replay_frame(self, viewer: Viewer, after: int, *, read: bool = False) -> bytes | None:
+        """What a replay after ``after`` sends for this event (SPEC §14), None for nothing.
+
+        A notice created after ``after`` is new to the viewer: ``notification`` in its latest
+        state (a retraction of one is nothing); one created before gets the event as it is.
+        """
+        if self.kind == NOTIFICATION or (self.kind == RETRACT and self.notice <= after):
+            return self.frame_for(viewer, read=read)
+        if self.kind == RETRACT:
+            return None
+        if self.notice <= after:
+            return self.anon_frame
+        return as_notification(self.frame_for(viewer, read=read))
 
     def frame_for(self, viewer: Viewer, *, read: bool = False) -> bytes:
         if viewer.user_id is None:
@@ -172,6 +267,9 @@ class Event:
             message["level"] = self.level
         if self.expires is not None:
             message["expires"] = self.expires
+        if self.kind != NOTIFICATION:
+            message["kind"] = self.kind
+            message["notice"] = self.notice
         return message
 
     @classmethod
@@ -201,8 +299,16 @@ class Event:
             )
         if expires is not None and (not isinstance(expires, int | float) or isinstance(expires, bool)):
             raise BadMessage(f"event message: 'expires' must be a number, got {expires!r:.80}")
+        kind = message.get("kind", NOTIFICATION)
+        if kind not in KINDS:
+            raise BadMessage(f"event message: unknown kind {kind!r:.40}")
+        notice = None
+        if kind != NOTIFICATION:
+            notice = _field(message, "notice", int)
+            if not 0 < notice < id:
+                raise BadMessage(f"event message: an {kind} needs a 'notice' id below its own {id}, got {notice}")
         return cls(id, audience, target, _field(message, "user_frame", bytes), _field(message, "anon_frame", bytes),
-                   read, category, level, None if expires is None else float(expires))
+                   read, category, level, None if expires is None else float(expires), kind, notice)
 
 
 @dataclass(frozen=True, slots=True)

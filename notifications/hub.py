@@ -39,6 +39,9 @@ from .conf import app_settings
 from .events import (
     EVENTS_GROUP,
     MEMBERSHIP,
+    NOTIFICATION,
+    RETRACT,
+    UPDATE,
     BadMessage,
     Event,
     EventBatch,
@@ -87,8 +90,21 @@ def newest_id() -> int:
 
 @database_sync_to_async
 def fetch_after(after: int, limit: int) -> list[Event]:
-    """Up to ``limit`` events with ids above ``after``, oldest first, encoded from their rows."""
-    return [Event.of(row) for row in Notification.objects.filter(id__gt=after).order_by("id")[:limit]]
+    """Up to ``limit`` events with ids above ``after``, oldest first, encoded from their rows.
+
+    Each notice that changed after ``after`` comes once, as its latest event (SPEC §14): ids
+    of intermediate updates are not in the database any more, and count as gone, like
+    rolled-back ones. A notice created after ``after`` comes as ``notification`` in its
+    latest state (a retracted one as ``retract``: harmless to a page that never showed it).
+    """
+    return [Event.of(row, change_kind(row, after)) for row in Notification.objects.changed_after(after)[:limit]]
+
+
+def change_kind(row: Notification, after: int) -> str:
+    """What a viewer whose cursor is ``after`` is told about ``row``'s latest state."""
+    if row.retracted_at is not None:
+        return RETRACT
+    return NOTIFICATION if row.id > after else UPDATE
 
 
 @dataclass(frozen=True)
@@ -515,10 +531,9 @@ class Hub:
             audience = event.audience
             if audience == "everyone":
                 streams = list(self.streams)
-                user_frame, anon_frame = event.user_frame, event.anon_frame
             else:
                 streams = list((self._by_user if audience == "user" else self._by_group).get(event.target or 0, ()))
-                user_frame = anon_frame = event.user_frame
+            user_frame, anon_frame = event.live_frames
             if event.expires is not None and event.expired(time.time()):
                 streams = []  # a catch-up reached it after its expiry: nobody lists it any more
             elif event.category and event.level != "error":
@@ -526,9 +541,10 @@ class Hub:
                 if muting:
                     streams = [stream for stream in streams if stream not in muting]
             self.stats["deliveries"] += len(streams)
+            update_of = event.notice if event.kind == UPDATE else None  # conflated per stream (SPEC §14)
             async for some in _slices(streams):
                 for stream in some:
-                    stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame)
+                    stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame, update_of)
 
     def _schedule_catch_up(self) -> None:
         if self._catch_up_task is None:

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_slug
+from django.core.validators import MaxValueValidator, validate_slug
 from django.db import models
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from .links import is_safe_link
@@ -102,9 +103,18 @@ class Viewer:
         return bool(category) and level != Level.ERROR and category in self.muted
 
 
+def event_key() -> Coalesce:
+    """``COALESCE(last_event, id)``: a notice's latest event id in SQL (``Notification.event_id``)."""
+    return Coalesce("last_event", "id", output_field=models.BigIntegerField())
+
+
 class NotificationQuerySet(models.QuerySet["Notification"]):
     def visible_to(self, who: Viewer | AbstractBaseUser | AnonymousUser | None) -> NotificationQuerySet:
-        """Notifications this viewer may see: everyone's, their groups', their own."""
+        """Notifications this viewer may see: everyone's, their groups', their own (not retracted)."""
+        return self.addressed_to(who).filter(retracted_at__isnull=True)
+
+    def addressed_to(self, who: Viewer | AbstractBaseUser | AnonymousUser | None) -> NotificationQuerySet:
+        """``visible_to`` with retracted tombstones too: what a replay may say ``retract`` about (SPEC §14)."""
         viewer = who if isinstance(who, Viewer) else Viewer.of(who)
         q = Q(recipient__isnull=True, group__isnull=True)
         if viewer.user_id is not None:
@@ -113,12 +123,24 @@ class NotificationQuerySet(models.QuerySet["Notification"]):
                 q |= Q(group_id__in=sorted(viewer.group_ids))
         return self.filter(q)
 
+    def changed_after(self, after: int) -> NotificationQuerySet:
+        """Notices with an event after ``after`` (created, updated or retracted), in event order.
+
+        Tombstones included. ``last_event`` is null until a notice first changes (its event is
+        then its id): the key is ``COALESCE(last_event, id)``, which the ``notif_*_event``
+        expression indexes hold, per audience, in order.
+        """
+        return self.alias(event_key=event_key()).filter(event_key__gt=after).order_by("event_key")
+
     def newest_id(self) -> int:
-        """The newest id ever handed out, as far as the database knows (pruned ones included).
+        """The newest event id ever handed out, as far as the database knows (pruned ones included).
 
         A cursor below ``StreamState.pruned_through`` would read as "too old" and reset.
         """
-        newest = Notification.objects.order_by("-id").values_list("id", flat=True).first() or 0
+        newest = (
+            Notification.objects.annotate(event_key=event_key()).order_by("-event_key")
+            .values_list("event_key", flat=True).first() or 0
+        )
         pruned = StreamState.horizon()
         return max(newest, pruned)
 
@@ -200,6 +222,17 @@ class Notification(models.Model):
     expires_at = models.DateTimeField(
         null=True, blank=True, help_text="Optional: after this time the notice is no longer listed or replayed."
     )
+    #: SPEC §14: a job's progress (null, or 0–100), when the notice last changed, its latest
+    #: event id (null while unchanged: its event is then its ``id``; an INSERT cannot know its
+    #: own id, and ``notify_many``'s ``bulk_create`` needs no second statement), and when it
+    #: was retracted (the row stays as a tombstone, unlisted, so a replay can say ``retract``).
+    progress = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(100)],
+        help_text="Optional: a job's progress in percent (0–100); empty when it is not a job.",
+    )
+    updated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_event = models.BigIntegerField(null=True, blank=True, editable=False)
+    retracted_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = NotificationQuerySet.as_manager()
 
@@ -208,10 +241,19 @@ class Notification(models.Model):
         indexes = [
             models.Index(fields=["recipient", "id"], name="notif_recipient_id"),
             models.Index(fields=["group", "id"], name="notif_group_id"),
+            # SPEC §14: every notice by its latest event id, per audience (replay, catch-up).
+            models.Index(Coalesce("last_event", "id"), name="notif_event"),
+            models.Index(F("recipient"), Coalesce("last_event", "id"), name="notif_recipient_event"),
+            models.Index(F("group"), Coalesce("last_event", "id"), name="notif_group_event"),
         ]
 
     def __str__(self) -> str:
         return self.title
+
+    @property
+    def event_id(self) -> int:
+        """The id of this notice's latest event: its creation's (``id``) until it changes."""
+        return self.last_event if self.last_event is not None else self.id
 
     @property
     def audience(self) -> str:
@@ -290,6 +332,8 @@ class Notification(models.Model):
             "category": self.category,
             "data": self.data if isinstance(self.data, dict) else {},
             "expires_at": _iso(self.expires_at) if self.expires_at is not None else None,
+            "progress": self.progress,
+            "updated_at": _iso(self.updated_at) if self.updated_at is not None else None,
         }
         if read is not None:
             data["read"] = read

@@ -5,9 +5,12 @@ stream attached and ``limit`` (``NOTIFICATIONS_REPLAY_LIMIT``):
 
 1. ``after`` below the pruning horizon → one ``reset`` (reason ``expired``), whatever is kept;
 2. else more than ``limit`` visible notices after ``after`` → one ``reset`` (``too_many``);
-3. else every notice after ``after`` that still exists, the viewer may see and has in their
-   inbox (not archived, muted or expired: SPEC §13), in id order, each with the viewer's
-   current read state. Notices left out do not count towards ``limit``.
+3. else every notice that changed after ``after`` (SPEC §14), still exists, the viewer may
+   see and has in their inbox (not archived, muted or expired: SPEC §13), once, in its
+   latest state, in event order: created after ``after`` → ``notification`` with the
+   viewer's current read state; created before and updated after → ``update``; retracted
+   → ``retract`` (nothing, if it was also created after ``after``). Notices left out do not
+   count towards ``limit``.
 
 ``from_memory`` and ``from_database`` both keep it; ``tests/test_replay.py`` runs one table
 against both. ``replay()`` sends memory answers through a per-loop batch: reconnects that
@@ -29,8 +32,8 @@ from operator import attrgetter
 
 from channels.db import database_sync_to_async
 
-from .events import EXPIRED, TOO_MANY, Event, notification_frame, reset_frame
-from .models import Notification, StreamState, Viewer
+from .events import EXPIRED, RETRACT, TOO_MANY, Event, notification_frame, reset_frame, retract_frame, update_frame
+from .models import Notification, NotificationQuerySet, StreamState, Viewer
 
 MEMORY = "memory"
 DATABASE = "database"
@@ -89,32 +92,51 @@ def from_database(viewer: Viewer, after: int, cursor: int, limit: int) -> Replay
     if len(rows) > limit:
         return _reset(TOO_MANY, cursor, DATABASE)
     signed_in = viewer.user_id is not None
-    frames = [notification_frame(row, read=bool(getattr(row, "is_read", False)) if signed_in else None) for row in rows]
-    return Replay(frames, max(cursor, rows[-1].id) if rows else cursor, None, DATABASE)
+    frames = [
+        retract_frame(row) if row.retracted_at is not None
+        else update_frame(row) if row.id <= after
+        else notification_frame(row, read=bool(getattr(row, "is_read", False)) if signed_in else None)
+        for row in rows
+    ]
+    return Replay(frames, max(cursor, rows[-1].event_id) if rows else cursor, None, DATABASE)
 
 
 def missed_rows(viewer: Viewer, after: int, count: int) -> list[Notification]:
-    """The first ``count`` inbox rows (SPEC §13) after ``after`` the viewer may see, in id order,
-    with ``is_read``.
+    """The first ``count`` inbox rows (SPEC §13) that changed after ``after`` (SPEC §14) the
+    viewer may see, in event order (``event_id``), with ``is_read``; retracted ones included,
+    except those also created after ``after``.
 
     One query with an ``OR`` of the audiences makes SQLite merge the branches in a temporary
     B-tree before the ``LIMIT``: an old cursor sorted every visible row after it. Each audience
     alone is an index range already in id order that stops after ``count`` rows, so for up to
     ``MERGE_MAX_GROUPS`` groups they are read apart (2 + groups small queries) and merged here.
+    The order is the event key ``COALESCE(last_event, id)`` (SPEC §14), an expression index
+    per audience (``notif_*_event``).
     """
-    rows = Notification.objects.filter(id__gt=after).current().archived_by(viewer, False).muted_for(viewer, False)
-    rows = rows.with_read(viewer).order_by("id")
+    parts = missed_parts(viewer, after)
+    if len(parts) == 1:
+        return list(parts[0][:count])  # type: ignore[index]
+    merged = heapq.merge(*(list(part[:count]) for part in parts), key=attrgetter("event_id"))
+    return list(itertools.islice(merged, count))
+
+
+def missed_parts(viewer: Viewer, after: int) -> list[NotificationQuerySet]:
+    """The queries ``missed_rows`` reads, each in event order (one alone past ``MERGE_MAX_GROUPS`` groups)."""
+    base = (
+        Notification.objects.current().archived_by(viewer, False).muted_for(viewer, False)
+        .exclude(id__gt=after, retracted_at__isnull=False).with_read(viewer)
+    )
+    if viewer.user_id is not None and len(viewer.group_ids) > MERGE_MAX_GROUPS:
+        return [base.addressed_to(viewer).changed_after(after)]
+    rows = base.changed_after(after)
+    everyone = rows.filter(recipient__isnull=True, group__isnull=True)
     if viewer.user_id is None:
-        return list(rows.filter(recipient__isnull=True, group__isnull=True)[:count])
-    if len(viewer.group_ids) > MERGE_MAX_GROUPS:
-        return list(Notification.objects.inbox(viewer).with_read(viewer).filter(id__gt=after).order_by("id")[:count])
-    parts = [
-        rows.filter(recipient__isnull=True, group__isnull=True),
+        return [everyone]
+    return [
+        everyone,
         rows.filter(recipient_id=viewer.user_id),
         *(rows.filter(group_id=group_id) for group_id in sorted(viewer.group_ids)),
     ]
-    merged = heapq.merge(*(list(part[:count]) for part in parts), key=attrgetter("id"))
-    return list(itertools.islice(merged, count))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,11 +176,10 @@ def _from_memory_many(asks: Sequence[_Ask]) -> list[Replay]:
     (their read state is always False), each signed-in viewer gets its own; then one horizon
     read for all, after the rows as in ``from_database``."""
     anonymous = Viewer()
-    shared_ids = sorted({event.id for ask in asks if ask.viewer.user_id is None for event in ask.events})
+    shared_ids = sorted({id for ask in asks if ask.viewer.user_id is None for id in _wanted(ask)})
     shared = _existing(shared_ids, anonymous) if shared_ids else {}
     reads = [
-        shared if ask.viewer.user_id is None else _existing(_unmuted(ask.viewer, ask.events), ask.viewer)
-        if ask.events else {}
+        shared if ask.viewer.user_id is None else _existing(_wanted(ask), ask.viewer) if ask.events else {}
         for ask in asks
     ]
     horizon = StreamState.horizon()
@@ -167,17 +188,26 @@ def _from_memory_many(asks: Sequence[_Ask]) -> list[Replay]:
         if ask.after < horizon:
             answers.append(_reset(EXPIRED, ask.cursor, MEMORY))
             continue
-        kept = [event for event in ask.events if event.id in read]
-        if len(kept) > ask.limit:
+        frames = [
+            frame for event in ask.events if event.notice in read
+            and (frame := event.replay_frame(ask.viewer, ask.after, read=read[event.notice])) is not None
+        ]
+        if len(frames) > ask.limit:
             answers.append(_reset(TOO_MANY, ask.cursor, MEMORY))
             continue
-        frames = [event.frame_for(ask.viewer, read=read[event.id]) for event in kept]
         answers.append(Replay(frames, ask.cursor, None, MEMORY))
     return answers
 
 
-def _unmuted(viewer: Viewer, events: Sequence[Event]) -> list[int]:
-    return [event.id for event in events if not viewer.mutes(event.category, event.level)]
+def _wanted(ask: _Ask) -> list[int]:
+    """The notices whose state ``ask`` may send: muting is decided in memory, as the live fan-out
+    does (archive and expiry by the query); a notice created and retracted after ``after`` is
+    nothing to this viewer (SPEC §14)."""
+    return [
+        event.notice for event in ask.events
+        if not ask.viewer.mutes(event.category, event.level)
+        and not (event.kind == RETRACT and event.notice > ask.after)
+    ]
 
 
 _answer_many = database_sync_to_async(_from_memory_many)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -35,7 +36,7 @@ from django.utils.dateparse import parse_datetime
 
 from . import events
 from .events import EVENT_TYPE, EVENTS_GROUP, READ_TYPE, dumps, notification_frame  # noqa: F401  (re-exported)
-from .models import Archive, Level, Notification, Preference, ReadMark, StreamState, Viewer
+from .models import BODY_MAX_LENGTH, Archive, Level, Notification, Preference, ReadMark, StreamState, Viewer
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -105,13 +106,15 @@ def notify(
     category: str = "",
     data: dict[str, Any] | None = None,
     expires_at: dt.datetime | str | float | None = None,
+    progress: int | None = None,
 ) -> Notification:
     """Store a notification and deliver it to every open stream that may see it, once.
 
     ``recipient`` (a user or a username) and ``group`` (a Group or a name) are exclusive;
     neither means everyone. ``category`` (a slug), ``data`` (a JSON object, ≤ 8 KiB) and
     ``expires_at`` (a datetime, ISO 8601 text or seconds from now; see ``parse_expiry``)
-    are SPEC §13. Raises ``ValidationError`` (nothing stored) for bad input.
+    are SPEC §13; ``progress`` (null or 0–100) SPEC §14. Raises ``ValidationError`` (nothing
+    stored) for bad input.
     Delivery happens after the surrounding transaction commits; a rollback sends nothing.
     """
     notification = Notification(
@@ -124,7 +127,11 @@ def notify(
         category=category,
         data={} if data is None else data,
         expires_at=parse_expiry(expires_at),
+        progress=progress,
     )
+    problem = progress_problem(progress)
+    if problem:
+        raise ValidationError({"progress": [problem]})
     # A user or group looked up by name was found just now: no second query for it.
     checked = [name for name, value in (("recipient", recipient), ("group", group)) if isinstance(value, str)]
     _validate(notification, checked=checked)
@@ -167,6 +174,176 @@ def _store(notification: Notification) -> Notification:
         raise
     transaction.on_commit(lambda: publish(event_message(notification)))
     return notification
+
+
+#: What ``update()`` may change (SPEC §14): content, never the audience or the expiry.
+UPDATE_FIELDS = ("title", "body", "level", "url", "progress", "data")
+_UNSET: Any = object()
+
+
+def next_event_id() -> int:
+    """The next id of the one event sequence, for an update or a retraction (SPEC §14).
+
+    Call inside ``transaction.atomic()`` after ``lock_sequence()``: the lock is held until
+    commit, so event ids follow commit order as notice ids do. PostgreSQL: ``nextval`` of the
+    table's id sequence. SQLite (an ``AUTOINCREMENT`` table): ``sqlite_sequence`` moved on by
+    one under the database's single write lock; the next INSERT continues after it.
+    """
+    meta = Notification._meta
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s))",
+                           [connection.ops.quote_name(meta.db_table), meta.pk.column])
+        elif connection.vendor == "sqlite":
+            cursor.execute("UPDATE sqlite_sequence SET seq = seq + 1 WHERE name = %s", [meta.db_table])
+            if cursor.rowcount != 1:
+                raise RuntimeError(f"{meta.db_table} has no AUTOINCREMENT sequence row; store a notice first.")
+            cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = %s", [meta.db_table])
+        else:  # pragma: no cover - the supported databases are the two above
+            raise NotImplementedError(f"Updates need PostgreSQL or SQLite, not {connection.vendor}.")
+        return int(cursor.fetchone()[0])
+
+
+def progress_problem(value: Any) -> str | None:
+    """Why ``value`` may not be a notice's ``progress`` (null, or an integer 0–100), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"progress must be null or an integer from 0 to 100, got {value!r:.40}."
+    if not 0 <= value <= 100:
+        return f"progress must be from 0 to 100, got {value}."
+    return None
+
+
+def update(
+    notification: Notification,
+    *,
+    title: str = _UNSET,
+    body: str = _UNSET,
+    level: str = _UNSET,
+    url: str = _UNSET,
+    progress: int | None = _UNSET,
+    data: dict[str, Any] | None = _UNSET,
+) -> Notification:
+    """Change a sent notice (any subset of the fields) and stream ``event: update`` after commit.
+
+    The row is re-read under the sequence lock, so concurrent updates of different fields
+    compose; the change takes the next event id (``next_event_id``) and ``updated_at``.
+    ``ValidationError`` (nothing changed, nothing sent) for bad values, an unknown or
+    retracted notice. A change to what the row holds already sends nothing. Returns the
+    notice as it now is (``notification`` is refreshed too).
+    """
+    changes = {name: value for name, value in (("title", title), ("body", body), ("level", level), ("url", url),
+                                               ("progress", progress), ("data", data)) if value is not _UNSET}
+    problem = progress_problem(changes.get("progress"))
+    if problem:
+        raise ValidationError({"progress": [problem]})
+    if "data" in changes and changes["data"] is None:
+        changes["data"] = {}
+    if notification.pk is None:
+        raise ValueError("update() changes sent notifications; send this one first.")
+    with transaction.atomic():
+        lock_sequence()
+        current = _locked_row(notification.pk)
+        if all(getattr(current, name) == value for name, value in changes.items()):
+            _refresh(notification, current)
+            return notification
+        for name, value in changes.items():
+            setattr(current, name, value)
+        _validate(current, checked=("recipient", "group"))
+        current.updated_at = timezone.now()
+        current.last_event = next_event_id()
+        current.save(update_fields=[*changes, "updated_at", "last_event"])
+        event = events.Event.of(current, events.UPDATE)
+        transaction.on_commit(lambda: publish(event.to_message()))
+    _refresh(notification, current)
+    return notification
+
+
+def retract(notification: Notification) -> Notification:
+    """Withdraw a sent notice: open pages remove it (``event: retract`` after commit, SPEC §14).
+
+    The row stays as a tombstone (``retracted_at``; not listed, counted or readable) until
+    retention prunes it, so a replay can say ``retract``. Retracting twice sends nothing more.
+    """
+    if notification.pk is None:
+        raise ValueError("retract() withdraws sent notifications; this one was never sent.")
+    with transaction.atomic():
+        lock_sequence()
+        current = _locked_row(notification.pk, retracted=True)
+        if current.retracted_at is None:
+            current.retracted_at = timezone.now()
+            current.last_event = next_event_id()
+            current.save(update_fields=["retracted_at", "last_event"])
+            event = events.Event.of(current, events.RETRACT)
+            transaction.on_commit(lambda: publish(event.to_message()))
+    _refresh(notification, current)
+    return notification
+
+
+def _locked_row(pk: int, *, retracted: bool = False) -> Notification:
+    """The row as committed now (the caller holds the sequence lock every writer takes)."""
+    row = Notification.objects.filter(pk=pk).first()
+    if row is None:
+        raise ValidationError(f"Notification {pk} does not exist (pruned or deleted).")
+    if row.retracted_at is not None and not retracted:
+        raise ValidationError(f"Notification {pk} was retracted; it can no longer be updated.")
+    return row
+
+
+def _refresh(notification: Notification, current: Notification) -> None:
+    for field in Notification._meta.concrete_fields:
+        setattr(notification, field.attname, getattr(current, field.attname))
+
+
+class Job:
+    """A job's notice (``job()``): ``progress(45)`` and ``update(...)`` change it as the job runs."""
+
+    def __init__(self, notification: Notification) -> None:
+        self.notification = notification
+
+    def progress(self, percent: int, *, body: str | None = None) -> None:
+        """Report ``percent`` (0–100) and, optionally, a new body; nothing is written when unchanged."""
+        problem = progress_problem(percent)
+        if problem or percent is None:
+            raise ValidationError({"progress": [problem or "progress must be an integer from 0 to 100, got None."]})
+        fields: dict[str, Any] = {"progress": percent}
+        if body is not None:
+            fields["body"] = body
+        if all(getattr(self.notification, name) == value for name, value in fields.items()):
+            return
+        update(self.notification, **fields)
+
+    def update(self, **fields: Any) -> None:
+        update(self.notification, **fields)
+
+
+@contextlib.contextmanager
+def job(title: str, *, body: str = "", done: str | None = None, **fields: Any) -> Iterator[Job]:
+    """Follow a job with one notice (SPEC §14): sent at 0 %, ``job.progress(n)`` as it goes, and
+    ``success`` at 100 % when the block ends (``done``: the final body, if given), or ``error``
+    with the exception's message (the exception propagates).
+
+    ``fields`` are ``notify()``'s (``recipient``, ``group``, ``category``, ...). Each report is
+    its own transaction: use it outside ``transaction.atomic()`` (and outside
+    ``ATOMIC_REQUESTS`` views), or nothing is seen until the job ends — or at all if it fails.
+    Works wherever ``notify()`` does: a view, a management command, a worker process (with a
+    Redis channel layer, the streams of every server process follow).
+    """
+    if connection.in_atomic_block:
+        logger.warning("services.job(%r) inside a transaction: its progress is not seen until it commits.", title)
+    notification = notify(title, body=body, progress=0, **fields)
+    handle = Job(notification)
+    try:
+        yield handle
+    except BaseException as exc:
+        message = str(exc).strip() or type(exc).__name__
+        update(notification, level=Level.ERROR, body=message[: BODY_MAX_LENGTH])
+        raise
+    final: dict[str, Any] = {"level": Level.SUCCESS, "progress": 100}
+    if done is not None:
+        final["body"] = done
+    update(notification, **final)
 
 
 def notify_many(

@@ -31,6 +31,13 @@ MAX_PENDING = 10_000
 #: up to ``MAX_UNSENT_BYTES``: the memory one stream may hold, reading or not.
 WATCH_BYTES = 1 << 20
 MAX_UNSENT_BYTES = 64 << 20
+#: SPEC §14: the least time between two ``update`` frames of one notice on one stream (about
+#: 10 a second). A faster one is held, with every frame after it (order), until its time; a
+#: newer update of the same notice arriving meanwhile replaces it. So the stream's cursor never
+#: passes an update it did not send unless a later update of that notice is on its way.
+UPDATE_INTERVAL = 0.1
+#: Notices whose last update time a stream remembers before it forgets those past the interval.
+RECENT_UPDATES = 64
 
 
 def _ignore(reason: str) -> None:
@@ -48,7 +55,8 @@ class Stream:
 
     __slots__ = (
         "viewer", "_start_send", "_send", "sent_through", "_pending", "_outbox", "closed", "_timer", "_transport",
-        "_on_drop", "_drainer", "_written", "_outbox_bytes", "_watch", "_mark", "__weakref__",
+        "_on_drop", "_drainer", "_written", "_outbox_bytes", "_watch", "_mark", "_updated", "_held", "_due",
+        "__weakref__",
     )
 
     def __init__(self, viewer: Viewer, send: Send, *, on_drop: Callable[[str], None] = _ignore) -> None:
@@ -58,7 +66,7 @@ class Stream:
         #: Highest notification id written to this stream (or known to be before its start).
         self.sent_through = 0
         #: Events that arrive before the replay is written: ``(id, frame)``; None once live.
-        self._pending: list[tuple[int, bytes]] | None = []
+        self._pending: list[tuple[int, bytes, int | None]] | None = []
         #: Frames waiting behind a send that did not complete at once; None when idle.
         self._outbox: collections.deque[dict[str, Any]] | None = None
         self.closed = False
@@ -74,6 +82,12 @@ class Stream:
         #: While unsent bytes are past ``WATCH_BYTES``: the check due, and what the client had taken then.
         self._watch: asyncio.TimerHandle | None = None
         self._mark = 0
+        #: Conflation (``UPDATE_INTERVAL``): when each recently updated notice's last update was
+        #: written (loop time); the frames held behind a too-early update, ``(id, notice, frame)``
+        #: with notice None for any other event; the timer that releases them.
+        self._updated: dict[int, float] = {}
+        self._held: collections.deque[tuple[int, int | None, bytes]] | None = None
+        self._due: asyncio.TimerHandle | None = None
 
     @property
     def server_send(self) -> Send:
@@ -94,20 +108,75 @@ class Stream:
         await self._start_send({"type": "http.response.start", "status": 200, "headers": list(headers)})
         self._write(sse.encode_retry(retry_ms))
 
-    def deliver(self, id: int, frame: bytes) -> None:
-        """Called by the hub in id order for events this stream's viewer may see."""
+    def deliver(self, id: int, frame: bytes, update_of: int | None = None) -> None:
+        """Called by the hub in id order for events this stream's viewer may see.
+
+        ``update_of``: the notice an ``update`` event is about (SPEC §14, conflated: at most one
+        per ``UPDATE_INTERVAL`` per notice, the latest always written, never out of order).
+        """
         if self._pending is not None:
             if len(self._pending) >= MAX_PENDING:
                 logger.warning("Stream fell behind while replaying; closing it so it reconnects.")
                 self._drop("pending")
                 self.close()
                 return
-            self._pending.append((id, frame))
+            self._pending.append((id, frame, update_of))
             return
         if id <= self.sent_through:
             return
+        held = self._held
+        if held is not None:
+            if update_of is not None:
+                for index, (_, notice, _) in enumerate(held):
+                    if notice == update_of:  # superseded: this newer one goes out in its place, later
+                        del held[index]
+                        break
+            held.append((id, update_of, frame))
+            if len(held) > MAX_PENDING:
+                logger.warning("Stream fell behind behind a held update; closing it so it reconnects.")
+                self._drop("pending")
+                self.close()
+            return
+        if update_of is not None:
+            now = asyncio.get_running_loop().time()
+            due = self._updated.get(update_of, -UPDATE_INTERVAL) + UPDATE_INTERVAL
+            if now < due:
+                self._held = collections.deque([(id, update_of, frame)])
+                self._due = asyncio.get_running_loop().call_at(due, self._release)
+                return
+            self._note_update(update_of, now)
         self.sent_through = id
         self._write(frame)
+
+    def _note_update(self, notice: int, now: float) -> None:
+        updated = self._updated
+        updated[notice] = now
+        if len(updated) > RECENT_UPDATES:
+            for old in [n for n, at in updated.items() if now - at >= UPDATE_INTERVAL]:
+                del updated[old]
+
+    def _release(self) -> None:
+        """The held update's time came: write from the front until an update not yet due."""
+        self._due = None
+        held = self._held
+        if held is None or self.closed:
+            self._held = None
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while held:
+            id, notice, frame = held[0]
+            if notice is not None:
+                due = self._updated.get(notice, -UPDATE_INTERVAL) + UPDATE_INTERVAL
+                if now < due:
+                    self._due = loop.call_at(due, self._release)
+                    return
+                self._note_update(notice, now)
+            held.popleft()
+            if id > self.sent_through:
+                self.sent_through = id
+                self._write(frame)
+        self._held = None
 
     def go_live(self, frames: bytes, through: int) -> None:
         """Write the replay and ``hello`` (``frames``, complete up to ``through``), then what arrived meanwhile."""
@@ -115,8 +184,8 @@ class Stream:
         if frames:  # one write, however many frames (a reconnect storm is thousands of these)
             self._write(frames)
         self.sent_through = max(self.sent_through, through)
-        for id, frame in pending:
-            self.deliver(id, frame)
+        for id, frame, update_of in pending:
+            self.deliver(id, frame, update_of)
 
     def push(self, frame: bytes) -> None:
         """An unnumbered frame (``: ping``, ``event: read``): written only once the stream is live."""
@@ -126,6 +195,8 @@ class Stream:
     def reset(self, frame: bytes, through: int) -> None:
         """Write ``event: reset`` (its cursor ``through``) to a live stream; ids up to it are not written after it."""
         self.sent_through = max(self.sent_through, through)
+        if self._held is not None:
+            self._held = collections.deque(item for item in self._held if item[0] > through) or None
         self._write(frame)
 
     def expire_after(self, seconds: float) -> None:
@@ -135,10 +206,11 @@ class Stream:
 
     def release(self) -> None:
         """The response is over (the client left): write nothing more, forget the timers."""
-        for timer in (self._timer, self._watch):
+        for timer in (self._timer, self._watch, self._due):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._watch = None
+        self._timer = self._watch = self._due = None
+        self._held = None
         self.closed = True
 
     def close(self) -> None:

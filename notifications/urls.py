@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.inbox, name="inbox"),
     path("api/", views.api_list, name="api-list"),
     path("api/read-all/", views.api_read_all, name="read-all"),
+    path("api/<int:pk>/", views.api_detail, name="detail"),
     path("api/<int:pk>/read/", views.api_read, name="read"),
     path("api/<int:pk>/unread/", views.api_unread, name="unread"),
     path("api/<int:pk>/archive/", views.api_archive, name="archive"),

@@ -22,9 +22,9 @@ SLUG = re.compile(r"[-a-zA-Z0-9_]+")
 
 PAGE_SIZE = 50
 API_MAX_LIMIT = 100
-CREATE_FIELDS = {"title", "body", "level", "url", "recipient", "group", "category", "data", "expires_at"}
+CREATE_FIELDS = {"title", "body", "level", "url", "recipient", "group", "category", "data", "expires_at", "progress"}
 #: Fields of ``CREATE_FIELDS`` that are not strings (checked on their own).
-NON_STRING_FIELDS = {"data", "expires_at"}
+NON_STRING_FIELDS = {"data", "expires_at", "progress"}
 PREFERENCE_FIELDS = {"muted"}
 #: The list's boolean filters (SPEC §13) and what they accept.
 FLAGS = ("unread", "archived", "muted")
@@ -221,6 +221,8 @@ def _api_create(request: HttpRequest) -> JsonResponse:
     if data.get("data") is not None and not isinstance(data["data"], dict):
         return _error(400, f"data must be a JSON object, got {type(data['data']).__name__}.")
     if "recipients" in data:
+        if data.get("progress") is not None:
+            return _error(400, "progress is for a single notice (a job's), not for recipients.")
         return _api_create_many(data)
     level = data.get("level") or Level.INFO
     if level not in Level.values:
@@ -238,6 +240,7 @@ def _api_create(request: HttpRequest) -> JsonResponse:
             category=data.get("category") or "",
             data=data.get("data"),
             expires_at=data.get("expires_at"),
+            progress=data.get("progress"),
         )
     except ValidationError as exc:
         return _error(400, _validation_message(exc))
@@ -332,6 +335,45 @@ def api_unarchive(request: HttpRequest, pk: int) -> HttpResponse:
         return problem
     count = services.archive(viewer, [pk], False)
     return _read_response(request, {"id": pk, "archived": False, "unread_count": count})
+
+
+@require_http_methods(["PATCH", "DELETE"])
+def api_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """PATCH (``change_notification``): update a sent notice, ``200`` and its JSON; DELETE
+    (``delete_notification``): retract it, ``204`` (SPEC §14). Retracted or unknown: ``404``."""
+    forbidden = _forbidden_unless(request, "change" if request.method == "PATCH" else "delete")
+    if forbidden is not None:
+        return forbidden
+    notification = Notification.objects.filter(pk=pk, retracted_at__isnull=True).first()
+    if notification is None:
+        return _error(404, "No such notification.")
+    if request.method == "DELETE":
+        services.retract(notification)
+        return HttpResponse(status=204)
+    try:
+        data = json.loads(request.body or b"")
+    except (ValueError, UnicodeDecodeError):
+        return _error(400, "The body must be JSON.")
+    if not isinstance(data, dict):
+        return _error(400, "The body must be a JSON object.")
+    unknown = sorted(set(data) - set(services.UPDATE_FIELDS))
+    if unknown:
+        return _error(400, f"Unknown field(s): {', '.join(unknown)}; a notice's {', '.join(services.UPDATE_FIELDS)} "
+                           "can be changed.")
+    if not data:
+        return _error(400, f"Nothing to change: give any of {', '.join(services.UPDATE_FIELDS)}.")
+    for field in ("title", "body", "level", "url"):
+        if field in data and not isinstance(data[field], str):
+            return _error(400, f"{field} must be a string.")
+    if "level" in data and data["level"] not in Level.values:
+        return _error(400, f"Unknown level {data['level']!r}; use one of {', '.join(Level.values)}.")
+    if data.get("data") is not None and not isinstance(data["data"], dict):
+        return _error(400, f"data must be a JSON object, got {type(data['data']).__name__}.")
+    try:
+        services.update(notification, **data)
+    except ValidationError as exc:
+        return _error(400, _validation_message(exc))
+    return JsonResponse(notification.payload(read=None))
 
 
 @require_http_methods(["GET", "PUT"])

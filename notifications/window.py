@@ -21,12 +21,19 @@ RECENT_BYTES = 8 << 20
 
 
 class Window:
-    """The last events handed out, in id order: every published id in ``(floor, head]`` is here."""
+    """The last events handed out, in id order, the latest one per notice: for every notice
+    with an event in ``(floor, head]``, its latest event up to ``head`` is here.
+
+    An update or retraction replaces the notice's older event (SPEC §14: a replay sends each
+    notice once, in its latest state), so a job updating its notice 20 times a second holds
+    one place, not the whole window.
+    """
 
     __slots__ = ("_events", "floor", "head", "_bytes", "max_events", "max_bytes")
 
     def __init__(self, *, max_events: int = RECENT_EVENTS, max_bytes: int = RECENT_BYTES) -> None:
-        self._events: collections.deque[Event] = collections.deque()
+        #: By notice id, in event id order (a notice's new event moves it to the end).
+        self._events: collections.OrderedDict[int, Event] = collections.OrderedDict()
         self.floor = 0
         self.head = 0
         self._bytes = 0
@@ -46,10 +53,13 @@ class Window:
         if event.read_frame is None:  # from a process that does not encode it: not replayable from memory
             self.forget(event.id)
             return
-        self._events.append(event)
+        older = self._events.pop(event.notice, None)
+        if older is not None:
+            self._bytes -= older.size
+        self._events[event.notice] = event
         self._bytes += event.size
         while len(self._events) > self.max_events or (self._bytes > self.max_bytes and len(self._events) > 1):
-            oldest = self._events.popleft()
+            _, oldest = self._events.popitem(last=False)
             self._bytes -= oldest.size
             self.floor = oldest.id
 
@@ -66,7 +76,7 @@ class Window:
         if after < self.floor:
             return None
         missed = []
-        for event in reversed(self._events):
+        for event in reversed(self._events.values()):
             if event.id <= after:
                 break
             if viewer.may_see(event.audience, event.target):
@@ -81,5 +91,5 @@ class Window:
             return None
         return any(
             low < event.id <= high and event.audience == "group" and event.target in group_ids
-            for event in self._events
+            for event in self._events.values()
         )

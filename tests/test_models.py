@@ -43,6 +43,6 @@ def test_payload_is_utc_iso_with_audience():
     assert n.payload(read=None) == {
         "id": 5, "title": "t", "body": "", "level": "info", "url": "",
         "created_at": "2026-01-02T03:04:05Z", "audience": "everyone",
-        "category": "", "data": {}, "expires_at": None,
+        "category": "", "data": {}, "expires_at": None, "progress": None, "updated_at": None,
     }
     assert n.payload(read=True)["read"] is True

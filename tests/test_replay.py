@@ -15,7 +15,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from notifications import replay
+from notifications import replay, services
 from notifications.events import Event
 from notifications.models import Archive, Notification, Preference, ReadMark, StreamState, Viewer
 from notifications.window import Window
@@ -42,6 +42,11 @@ class Case:
     archived: tuple[int, ...] = ()
     expired: tuple[int, ...] = ()
     muted: tuple[str, ...] = ()
+    #: SPEC §14: ("update" | "retract", row index) made after every row exists, in order; the
+    #: cursor at the ``after_change``-th of them instead of at a row; the kind of each replayed event.
+    changes: tuple[tuple[str, int], ...] = ()
+    after_change: int | None = None
+    kinds: tuple[str, ...] | None = None
 
 
 CASES = {
@@ -74,11 +79,47 @@ CASES = {
                                                    categories=((0, "billing"),), muted=("billing",)),
     "anonymous: archive and mute are per user": Case(rows=("all", "all"), after=-1, expected=(0, 1), anonymous=True,
                                                      categories=((0, "billing"),), muted=("billing",), archived=(1,)),
+    # SPEC §14: each notice that changed after the cursor, once, in its latest state, in event order.
+    "updated after the cursor: one update, latest state": Case(
+        rows=("all", "all"), after=1, changes=(("update", 0), ("update", 0), ("update", 0)), expected=(0,),
+        kinds=("update",)),
+    "a reconnect in the middle of several updates": Case(
+        rows=("mine",), after=0, changes=(("update", 0), ("update", 0), ("update", 0)), after_change=0,
+        expected=(0,), kinds=("update",)),
+    "created and updated after the cursor: one notification, latest state": Case(
+        rows=("all", "mine"), after=0, changes=(("update", 1), ("update", 1)), expected=(1,),
+        kinds=("notification",)),
+    "retracted after the cursor": Case(rows=("all", "group"), after=1, changes=(("retract", 1),), expected=(1,),
+                                       kinds=("retract",)),
+    "created and retracted after the cursor: nothing": Case(rows=("all", "all"), after=0,
+                                                            changes=(("retract", 1),), expected=()),
+    "updated then retracted: one retract": Case(rows=("all",), after=0, changes=(("update", 0), ("retract", 0)),
+                                                expected=(0,), kinds=("retract",)),
+    "event order, not creation order": Case(
+        rows=("all", "all", "mine"), after=0, changes=(("update", 1), ("update", 0)), expected=(2, 1, 0),
+        kinds=("notification", "notification", "update")),
+    "someone else's update skipped": Case(rows=("all", "other"), after=1, changes=(("update", 1),), expected=()),
+    "someone else's retraction skipped": Case(rows=("other", "all"), after=1, changes=(("retract", 0),),
+                                              expected=()),
+    "anonymous: updates of everyone's only": Case(rows=("all", "mine"), after=1, anonymous=True,
+                                                  changes=(("update", 0), ("update", 1)), expected=(0,),
+                                                  kinds=("update",)),
+    "an update of a muted category skipped": Case(rows=("all", "all"), after=1, categories=((0, "billing"),),
+                                                  muted=("billing",), changes=(("update", 0),), expected=()),
+    "an update of an archived notice skipped": Case(rows=("all", "all"), after=1, archived=(0,),
+                                                    changes=(("update", 0),), expected=()),
+    "many updates count once towards the limit": Case(
+        rows=("all", "all", "all"), after=-1, limit=3, changes=(("update", 0),) * 4, expected=(1, 2, 0),
+        kinds=("notification",) * 3),
+    "changed notices count towards the limit": Case(
+        rows=("all", "all", "all"), after=2, limit=1, changes=(("update", 0), ("update", 1)), expected="too_many"),
 }
 
 
-def build(case: Case, alice, bob, group) -> tuple[Viewer, int, int, list[int], Window]:
-    """Store the rows (publishing nothing), fill a memory window as the hub would, then read, delete, prune."""
+def build(case: Case, alice, bob, group) -> tuple[Viewer, int, int, list[int], Window, dict[int, str]]:
+    """Store the rows (publishing nothing), fill a memory window as the hub would, then read, delete, prune.
+
+    Also returns each row's final title (updates change it)."""
     to = {"all": {}, "mine": {"recipient": alice}, "group": {"group": group}, "other": {"recipient": bob}}
     categories, levels = dict(case.categories), dict(case.levels)
     past = timezone.now() - dt.timedelta(seconds=1)
@@ -96,6 +137,15 @@ def build(case: Case, alice, bob, group) -> tuple[Viewer, int, int, list[int], W
     window = Window()
     for row in rows:
         window.add(Event.of(row))  # encoded at publish time, before reads and deletes
+    change_ids = []
+    for k, (kind, i) in enumerate(case.changes):
+        if kind == "update":
+            services.update(rows[i], title=f"n{i} v{k}")
+        else:
+            services.retract(rows[i])
+        change_ids.append(rows[i].event_id)
+        window.add(Event.of(rows[i], kind))  # as the hub receives it
+    titles = {i: row.title for i, row in enumerate(rows)}
     ids = [row.id for row in rows]
     for i in case.read:
         ReadMark.objects.create(user=alice, notification=rows[i])
@@ -104,14 +154,17 @@ def build(case: Case, alice, bob, group) -> tuple[Viewer, int, int, list[int], W
     Notification.objects.filter(id__in=[ids[i] for i in case.deleted]).delete()
     viewer = Viewer() if case.anonymous else Viewer.of(alice)
     after = 0 if case.after < 0 else ids[case.after] if case.after < len(ids) else ids[-1] + case.after
-    return viewer, after, ids[-1], ids, window
+    if case.after_change is not None:
+        after = change_ids[case.after_change]
+    return viewer, after, max(ids + change_ids), ids, window, titles
 
 
 @pytest.mark.parametrize("source", [replay.MEMORY, replay.DATABASE])
 @pytest.mark.parametrize("name", list(CASES))
-async def test_replay_contract(name, source, alice, bob, group):
+async def test_replay_contract(name, source, alice, bob, group, monkeypatch):
+    monkeypatch.setattr(services, "publish", lambda message: None)
     case = CASES[name]
-    viewer, after, cursor, ids, window = await sync_to_async(build)(case, alice, bob, group)
+    viewer, after, cursor, ids, window, titles = await sync_to_async(build)(case, alice, bob, group)
     if source == replay.MEMORY:
         recent = window.after(viewer, after)
         assert recent is not None, "the window covers every case here"
@@ -128,25 +181,39 @@ async def test_replay_contract(name, source, alice, bob, group):
         assert events[0].last_event_id == str(cursor)
         return
     assert answer.reset is None
-    assert [e.type for e in events] == ["notification"] * len(case.expected)
+    kinds = case.kinds or ("notification",) * len(case.expected)
+    assert [e.type for e in events] == list(kinds)
     payloads = [json.loads(e.data) for e in events]
     assert [p["id"] for p in payloads] == [ids[i] for i in case.expected]
+    news = [(i, p) for i, p, kind in zip(case.expected, payloads, kinds, strict=True) if kind == "notification"]
     if case.anonymous:
         assert all("read" not in p for p in payloads)
     else:
-        assert [p["read"] for p in payloads] == [i in case.read for i in case.expected]
+        assert [p["read"] for _, p in news] == [i in case.read for i, _ in news]
+    for i, p, kind in zip(case.expected, payloads, kinds, strict=True):
+        if kind == "update":
+            assert "read" not in p  # the card keeps its read state
+        if kind != "retract":
+            assert p["title"] == titles[i]  # the latest state
+    event_ids = [int(e.last_event_id) for e in events]
+    assert event_ids == sorted(event_ids) and all(i > after for i in event_ids)
     assert answer.through >= cursor
 
 
-async def test_both_sources_give_the_same_bytes(alice, bob, group):
-    case = CASES["read state"]
-    viewer, after, cursor, ids, window = await sync_to_async(build)(case, alice, bob, group)
+@pytest.mark.parametrize("name", [
+    "read state", "event order, not creation order", "updated then retracted: one retract",
+    "a reconnect in the middle of several updates",
+])
+async def test_both_sources_give_the_same_bytes(name, alice, bob, group, monkeypatch):
+    monkeypatch.setattr(services, "publish", lambda message: None)
+    case = CASES[name]
+    viewer, after, cursor, ids, window, _ = await sync_to_async(build)(case, alice, bob, group)
     memory = await replay.from_memory(viewer, window.after(viewer, after) or [], after, cursor, 500)
     database = await replay.from_database(viewer, after, cursor, 500)
     assert memory.body == database.body and memory.through == database.through
 
 
 async def test_replay_uses_memory_when_given_and_the_database_otherwise(alice, bob, group):
-    viewer, after, cursor, ids, window = await sync_to_async(build)(CASES["some missed"], alice, bob, group)
+    viewer, after, cursor, ids, window, _ = await sync_to_async(build)(CASES["some missed"], alice, bob, group)
     assert (await replay.replay(viewer, after, cursor, 500, window.after(viewer, after))).source == replay.MEMORY
     assert (await replay.replay(viewer, after, cursor, 500, None)).source == replay.DATABASE

@@ -96,6 +96,12 @@ export class Client {
       this.seen.add(n.id);
       if (n.read === false && this.unread !== null) this.unread += 1;
       this.emit("notification", n);
+    } else if (m.kind === KIND.UPDATE) {
+      if (this.foreign()) return;
+      this.emit("update", m.data); // the page updates the card if it shows it (SPEC §14)
+    } else if (m.kind === KIND.RETRACT) {
+      if (this.foreign()) return;
+      this.emit("retract", m.data);
     } else if (m.kind === KIND.READ) {
       if (this.foreign()) return;
       if (typeof m.data.unread_count === "number") this.unread = m.data.unread_count;

@@ -17,6 +17,7 @@ import {
   parseArchive,
   parseRead,
   parseReset,
+  parseRetract,
   toId,
 } from "./protocol.js";
 
@@ -97,6 +98,8 @@ export class StreamOwner {
     es.addEventListener(EVENTS.READ, mine(this.onRead));
     es.addEventListener(EVENTS.ARCHIVE, mine(this.onArchive));
     es.addEventListener(EVENTS.RESET, mine(this.onReset));
+    es.addEventListener(EVENTS.UPDATE, mine(this.onUpdate));
+    es.addEventListener(EVENTS.RETRACT, mine(this.onRetract));
     es.onerror = mine(() => {
       this.resync = true;
       this.setState("reconnecting");
@@ -172,8 +175,34 @@ export class StreamOwner {
     const last = this.buffer.length ? this.buffer[this.buffer.length - 1].id : null;
     if (last !== null && n.id <= last) return; // already relayed (ids only grow)
     this.buffer.push(n);
-    if (this.buffer.length > BUFFER_SIZE) this.bufferFrom = this.buffer.shift().id;
+    if (this.buffer.length > BUFFER_SIZE) this.bufferFrom = maxId(this.bufferFrom, this.buffer.shift().id);
     this.post({ kind: KIND.NOTIFICATION, data: n }, null);
+  }
+
+  /** A notice changed (SPEC §14): the buffered copy takes its latest state (its read state kept). */
+  onUpdate(e) {
+    const n = parseNotification(e.data);
+    this.advance(e.lastEventId);
+    if (!n) return;
+    this.buffer = this.buffer.map((old) => (old.id === n.id ? { ...n, read: old.read } : old));
+    this.coverChange(e.lastEventId);
+    this.post({ kind: KIND.UPDATE, data: n }, null);
+  }
+
+  onRetract(e) {
+    const data = parseRetract(e.data);
+    this.advance(e.lastEventId);
+    if (!data) return;
+    this.buffer = this.buffer.filter((n) => n.id !== data.id);
+    this.coverChange(e.lastEventId);
+    this.post({ kind: KIND.RETRACT, data }, null);
+  }
+
+  /** The buffer replays notices by their own ids, not their changes: a tab that joins behind a
+   *  change loads its list from the API instead of missing it. */
+  coverChange(eventId) {
+    const id = toId(eventId);
+    if (id !== null && this.bufferFrom !== null) this.bufferFrom = Math.max(this.bufferFrom, id);
   }
 
   onRead(e) {

@@ -12,6 +12,8 @@ export const EVENTS = Object.freeze({
   ARCHIVE: "archive",
   HELLO: "hello",
   RESET: "reset",
+  UPDATE: "update", // SPEC §14: the notice's full JSON as it now is (no `read`: the card keeps its own)
+  RETRACT: "retract", // {id}: the notice was withdrawn
 });
 
 /** Notification levels (the model's Level choices); anything else renders as "info". */
@@ -39,6 +41,8 @@ export const KIND = Object.freeze({
   ARCHIVE: "archive", // {data: {ids, archived, unread_count}}
   LIST: "list", // {results, unread_count, replace, through}
   GAP: "gap", // {after}: the tab loads what it missed from the API itself
+  UPDATE: "update", // {data}: a notice as it now is (SPEC §14)
+  RETRACT: "retract", // {data: {id}}
   UNSUPPORTED: "unsupported", // the worker cannot stream (no EventSource in workers)
   JOIN: "join", // tab → worker: {cursor, config}
   LEAVE: "leave", // tab → worker
@@ -88,6 +92,19 @@ function json(text) {
 export function parseNotification(text) {
   const n = json(text);
   return n && toId(n.id) !== null && typeof n.title === "string" ? n : null;
+}
+
+/** `event: retract` data → {id}, or null. */
+export function parseRetract(text) {
+  const data = json(text);
+  const id = data ? toId(data.id) : null;
+  return id === null ? null : { id };
+}
+
+/** A notice's `progress` as a bar shows it: an integer 0–100, or null for none. */
+export function progressOf(n) {
+  const p = n ? n.progress : null;
+  return Number.isInteger(p) && p >= 0 && p <= 100 ? p : null;
 }
 
 /** `event: hello` data → {user, cursor}; user is null for an anonymous stream. */

@@ -5,7 +5,7 @@
  * clones it, fills it with textContent and attributes, and removes the parts a notification
  * does not have. So the markup has one definition, the template. Text is never parsed as HTML.
  */
-import { LEVELS, msUntil, safeUrl, toId } from "./protocol.js";
+import { LEVELS, msUntil, progressOf, safeUrl, toId } from "./protocol.js";
 
 /** The placeholder title in the template (templatetags ITEM_TEMPLATE), replaced in attributes. */
 export const TITLE_SLOT = "{title}";
@@ -77,6 +77,12 @@ export function renderItem(template, n, urls) {
   const body = li.querySelector(".n-body");
   if (n.body && body) body.textContent = n.body;
   else remove(body);
+  const bar = li.querySelector(".n-progress");
+  const progress = progressOf(n);
+  if (bar && progress !== null) {
+    bar.setAttribute("value", String(progress));
+    bar.textContent = `${progress} %`;
+  } else remove(bar);
   const link = li.querySelector(".n-url");
   const href = safeUrl(n.url);
   if (href && link) link.setAttribute("href", href);
@@ -122,6 +128,13 @@ export class Widget {
     on("state", (detail) => this.showState(detail.state));
     on("notification", (n) => {
       if (this.liveView && (!this.category || n.category === this.category)) this.add(n);
+      this.showUnread();
+    });
+    on("update", (n) => this.update(n));
+    on("retract", (detail) => {
+      const li = this.item(detail.id);
+      if (li && li.classList.contains("unread") && this.client.unread) this.client.unread -= 1;
+      this.drop(li);
       this.showUnread();
     });
     on("read", (detail) => {
@@ -215,6 +228,20 @@ export class Widget {
     }
   }
 
+  /** A notice changed (SPEC §14): render its card again in place, keeping its read state and focus.
+   *  A notice this page does not show (archived, older, filtered out) stays off it. */
+  update(n) {
+    const li = this.item(n.id);
+    if (!li || !this.template) return;
+    const fresh = renderItem(this.template, { ...n, read: !li.classList.contains("unread") }, this.urls());
+    const focused = this.document.activeElement;
+    const inside = li.contains(focused) ? [...li.querySelectorAll("button")].indexOf(focused) : -2;
+    replace(li, fresh);
+    if (inside >= 0) (fresh.querySelectorAll("button")[inside] || fresh).focus();
+    else if (inside === -1) fresh.focus();
+    if (fresh.hasAttribute("data-expires")) this.scheduleExpiry(fresh);
+  }
+
   /** What a rendered item shows, as a notification (to render it again with another read state). */
   itemData(li, read) {
     const text = (selector) => {
@@ -224,7 +251,9 @@ export class Widget {
     const time = li.querySelector("time");
     const link = li.querySelector(".n-url");
     const level = [...li.classList].find((name) => name.startsWith("level-"));
+    const bar = li.querySelector(".n-progress");
     return {
+      progress: bar ? toId(bar.getAttribute("value")) : null,
       id: toId(li.getAttribute("data-id")),
       title: text(".n-title"),
       body: text(".n-body"),

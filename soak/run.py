@@ -182,11 +182,18 @@ async def reader_loop(reader: Reader, ports: list[int], rng: random.Random, drai
                 if not events and stream.ended:
                     reader.server_closes += 1
                     break
+                # The cut is checked before each event, not once per read: a replay and its hello
+                # often arrive in one read, and the client drops mid-replay all the same (it then
+                # resumes from the last id it took, which is what this exercises).
+                cut = False
                 for event in events:
+                    if not draining.is_set() and event_cut(cut_replay_after, hello, notifications_this_connection):
+                        cut = True
+                        break
                     hello = _on_event(reader, event, hello) or hello
                     if event.type == "notification":
                         notifications_this_connection += 1
-                if event_cut(cut_replay_after, hello, notifications_this_connection) and not draining.is_set():
+                if cut:
                     reader.mid_replay_drops += 1
                     break
         finally:

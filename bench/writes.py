@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -168,7 +169,7 @@ def api_post(port: int, path: str, data: Any, session: str, timeout: float = 120
         conn.close()
 
 
-def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
+def bulk(env: dict[str, str], n: int, client_procs: int, spy: str | None = None) -> dict[str, Any]:
     """N users with one stream each on one daphne; one bulk API call; time until the last one holds it."""
     from bench.run import USERS_SCRIPT, Clients, request, wait_delivered
     from tests.support.servers import Daphne
@@ -186,6 +187,13 @@ def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
                                     "timeout": 30 + n * 0.02} for share in shares])
             ready = sum(a["ready"] for a in answers)
             time.sleep(0.5)
+            recorder = None
+            if spy:  # sample the server from the POST to the last delivery (collapsed stacks, idle left out)
+                assert server.proc is not None
+                recorder = subprocess.Popen([spy, "record", "-p", str(server.proc.pid), "-r", "250", "-f", "raw",
+                                             "--gil", "-o", str(Path(tmp) / "spy.txt")],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1.0)
             started = time.monotonic()
             status, body = api_post(server.port, "/notifications/api/",
                                     {"title": "Your export is ready", "body": "x" * 100,
@@ -194,6 +202,10 @@ def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
             if status != 201:
                 raise RuntimeError(f"bulk POST → {status}: {str(body)[:300]}")
             done = wait_delivered(clients, ready, timeout=30 + n * 0.01)
+            if recorder is not None:
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait(30)
+                print(spy_summary(Path(tmp) / "spy.txt"))
             ids = {name: row["id"] for (name, _), row in zip(users, body["results"], strict=True)}
             user_shares = clients.split([name for name, _ in users])
             collected = clients.ask([{"cmd": "collect", "per_conn": [[[ids[name], started]] for name in share]}
@@ -206,6 +218,29 @@ def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
         finally:
             clients.stop()
             server.stop()
+
+
+def spy_summary(path: Path, top: int = 30) -> str:
+    """Self and inclusive samples per function from py-spy's collapsed stacks (idle frames dropped)."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or "select (selectors.py" in stack or "epoll" in stack.rsplit(";", 1)[-1]:
+            continue
+        frames = stack.split(";")
+        n = int(count)
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+    lines = [f"[spy] {total} busy samples"]
+    for title, table in (("self", own), ("inclusive", inclusive)):
+        lines.append(f"[spy] top {title}:")
+        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"  {n * 100 / max(total, 1):5.1f}%  {frame}")
+    return "\n".join(lines)
 
 
 # -- driver ------------------------------------------------------------------------------------------
@@ -222,6 +257,7 @@ def main() -> None:
     parser.add_argument("--bulk", type=int, default=10_000, help="bulk end-to-end users (0: skip)")
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--spy", default=None, help="a py-spy binary: sample the server during the bulk send")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from tests.support.pg_redis import postgres_cluster
@@ -254,7 +290,7 @@ def main() -> None:
                     ratio = f"{nolock / lock:.2f}×" if lock and nolock else "-"
                     print(f"| {label} | {procs} | {lock or 0:.0f} | {nolock or 0:.0f} | {ratio} |")
         if args.bulk:
-            result = bulk(env, args.bulk, args.client_procs)
+            result = bulk(env, args.bulk, args.client_procs, args.spy)
             print(f"\n[bulk] {json.dumps(result)}")
             print(f"[bulk] {result['users']:,} personal notices, {result['ready']:,} streams: POST took "
                   f"{result['post_s']:.2f}s, last delivery {result['end_to_end_s']:.2f}s after the POST; "

@@ -656,3 +656,86 @@ async def test_a_large_batch_reaches_thousands_of_streams_each_its_own(harness):
     await eventually(lambda: hub.head == n)
     assert [s.frames for s in sends] == [[f"user {i + 1}".encode()] for i in range(n)]
     assert hub.stats["deliveries"] == n
+
+
+# -- a batch in one pass (issue 16, second round) ---------------------------------------------------
+
+
+async def test_a_gap_inside_a_batch_holds_the_rest_and_the_catch_up_delivers_all_in_order(harness):
+    hub, layer, db = harness
+    await hub.start()
+    send = user_stream(hub, 10)
+    db.commit(personal(3, 10))  # committed, but not in the batch (its own message was lost)
+    await publish_batch(layer, db, personal(1, 10), personal(2, 10), personal(4, 10), personal(5, 10))
+    await eventually(lambda: hub.head == 5)
+    assert send.frames == [b"user 1", b"user 2", b"user 3", b"user 4", b"user 5"]
+    assert hub.stats["catch_ups"] == 1 and hub.stats["deliveries"] == 5
+
+
+async def test_a_batch_arriving_while_a_catch_up_runs_is_held_not_sent_ahead_of_it(harness):
+    hub, layer, db = harness
+    await hub.start()
+    send = user_stream(hub, 10)
+    db.commit(personal(1, 10))
+    db.fail_fetches = 1  # the catch-up for id 1 waits CATCH_UP_RETRY before it reads again
+    await publish(layer, db, personal(2, 10))  # 1 is missing: held, catch-up starts (and fails once)
+    await eventually(lambda: hub.stats["catch_up_errors"] == 1)
+    await publish_batch(layer, db, personal(3, 10), personal(4, 10))
+    await eventually(lambda: hub.head == 4, timeout=5)
+    assert send.frames == [b"user 1", b"user 2", b"user 3", b"user 4"]
+
+
+async def test_a_batch_moves_head_and_window_per_event(harness):
+    hub, layer, db = harness
+    await hub.start()
+    user_stream(hub, 10)
+    await publish_batch(layer, db, personal(1, 10), event(2), personal(3, 11))
+    await eventually(lambda: hub.head == 3)
+    assert hub.window.head == 3 and len(hub.window) == 3 and hub.stats["events"] == 3
+    # a reconnect replays the batch from memory, each viewer only what it may see
+    assert [e.id for e in hub.window.after(Viewer(user_id=10, username="u10"), 0) or []] == [1, 2]
+    assert [e.id for e in hub.window.after(Viewer(), 0) or []] == [2]
+
+
+async def test_a_batch_yields_every_slice_of_writes_counted_across_its_events(harness):
+    hub, layer, db = harness
+    await hub.start()
+    n = 4 * FANOUT_SLICE
+    sends = [user_stream(hub, 100 + i) for i in range(n)]
+    seen: list[int] = []
+
+    async def meanwhile() -> None:  # runs once per turn of the loop while the batch is written
+        while hub.stats["deliveries"] < n:
+            seen.append(sum(1 for s in sends if s.frames))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(meanwhile())
+    await publish_batch(layer, db, *[personal(i + 1, 100 + i) for i in range(n)])
+    await asyncio.wait_for(watcher, 5)
+    partial = sorted({count for count in seen if 0 < count < n})
+    assert partial == [FANOUT_SLICE, 2 * FANOUT_SLICE, 3 * FANOUT_SLICE]  # 4 turns, not one per event
+    await eventually(lambda: all(s.frames == [f"user {i + 1}".encode()] for i, s in enumerate(sends)))
+
+
+async def test_a_stream_attaching_mid_batch_gets_earlier_ids_by_replay_and_later_ones_live_once(harness):
+    hub, layer, db = harness
+    await hub.start()
+    n = 3 * FANOUT_SLICE
+    sends = [user_stream(hub, 100 + i) for i in range(n)]
+    late = Recorder()
+    viewer = Viewer(user_id=100 + n - 1, username="last")  # the batch's last notice is for this user
+
+    async def attach_meanwhile() -> tuple[int, list[Event] | None]:
+        await eventually(lambda: any(s.frames for s in sends), interval=0)
+        stream = hub.new_stream(viewer, late)
+        cursor, recent = hub.attach(stream, 0)
+        stream.go_live(b"".join(e.frame_for(viewer) for e in recent or []), cursor)
+        return cursor, recent
+
+    attaching = asyncio.create_task(attach_meanwhile())
+    await publish_batch(layer, db, *[personal(i + 1, 100 + i) for i in range(n)], event(n + 1))
+    cursor, recent = await asyncio.wait_for(attaching, 5)
+    assert 0 < cursor < n and recent == []  # attached part way: nothing of its own before the cursor
+    await eventually(lambda: hub.head == n + 1)
+    assert late.frames == [f"user {n}".encode(), f"user {n + 1}".encode()]
+    assert sends[-1].frames == [f"user {n}".encode(), f"user {n + 1}".encode()]

@@ -26,6 +26,7 @@ import json
 import os
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -382,6 +383,7 @@ def main() -> None:
     parser.add_argument("--max-calls", type=int, default=20_000, help="per writer process and cell")
     parser.add_argument("--procs", default="1,4,8", help="writer process counts")
     parser.add_argument("--modes", default="lock,nolock")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every cell; the table shows medians")
     parser.add_argument("--before", default=None, help="also measure this git ref (e.g. main)")
     parser.add_argument("--profile", type=int, default=0, help="cProfile this many single-writer calls")
     parser.add_argument("--profile-procs", type=int, default=1, help="writer processes while profiling")
@@ -409,20 +411,26 @@ def main() -> None:
             print(outputs[0])
         rows: list[tuple[str, int, str, float]] = []
         if not args.skip_throughput:
-            trees = [("after", None)] + ([("before", args.before)] if args.before else [])
-            for label, ref in trees:
-                with source_tree(ref) as tree:
+            with contextlib.ExitStack() as stack:
+                # Cells interleaved (trees, then modes, within each process count; --rounds times),
+                # so that a change in the machine's load falls on both sides of each comparison.
+                trees = [("after", stack.enter_context(source_tree(None)))]
+                if args.before:
+                    trees.append(("before", stack.enter_context(source_tree(args.before))))
+                for _ in range(args.rounds):
                     for procs in [int(p) for p in args.procs.split(",")]:
                         for mode in args.modes.split(","):
-                            rate = throughput(tree, env, procs, mode, args.seconds, args.max_calls)
-                            rows.append((label, procs, mode, rate))
-                            print(f"[writes] {label:<6} {procs} process(es) {mode:<6} {rate:8.0f} notify()/s",
-                                  flush=True)
+                            for label, tree in trees:
+                                rate = throughput(tree, env, procs, mode, args.seconds, args.max_calls)
+                                rows.append((label, procs, mode, rate))
+                                print(f"[writes] {label:<6} {procs} process(es) {mode:<6} {rate:8.0f} notify()/s",
+                                      flush=True)
             print("\n| tree | writer processes | notify()/s with the sequence lock | lock replaced by a no-op | "
                   "ratio |\n|---|---|---|---|---|")
             for label in dict.fromkeys(r[0] for r in rows):
                 for procs in dict.fromkeys(r[1] for r in rows):
-                    cell = {r[2]: r[3] for r in rows if r[0] == label and r[1] == procs}
+                    cell = {mode: statistics.median(r[3] for r in rows if r[:3] == (label, procs, mode))
+                            for mode in {r[2] for r in rows if r[:2] == (label, procs)}}
                     lock, nolock = cell.get("lock"), cell.get("nolock")
                     ratio = f"{nolock / lock:.2f}×" if lock and nolock else "-"
                     print(f"| {label} | {procs} | {lock or 0:.0f} | {nolock or 0:.0f} | {ratio} |")

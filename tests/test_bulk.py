@@ -285,11 +285,11 @@ def test_publishing_outside_a_server_runs_on_the_calling_threads_own_loop_kept_b
     import asyncio
     import threading
 
-    loops: list[tuple[int, object]] = []
+    loops: list[tuple[str, object]] = []
 
     class Layer:
         async def group_send(self, group: str, message: dict) -> None:
-            loops.append((threading.get_ident(), asyncio.get_running_loop()))
+            loops.append((threading.current_thread().name, asyncio.get_running_loop()))
 
     monkeypatch.setattr(services, "get_channel_layer", Layer)
 
@@ -297,14 +297,14 @@ def test_publishing_outside_a_server_runs_on_the_calling_threads_own_loop_kept_b
         services.publish({"type": "t", "id": 1})
         services.publish({"type": "t", "id": 2})
 
-    worker = threading.Thread(target=send_twice)
+    worker = threading.Thread(target=send_twice, name="a-worker")
     worker.start()
     worker.join(10)
     (thread_a, loop_a), (thread_b, loop_b) = loops
-    assert thread_a == thread_b == worker.ident and loop_a is loop_b  # no hand-over, one loop kept
+    assert thread_a == thread_b == "a-worker" and loop_a is loop_b  # no hand-over, one loop kept
 
     async def sync_code_on_a_running_loop() -> None:  # cannot run a second loop here: the publisher thread does
         services.publish({"type": "t", "id": 3})
 
     asyncio.run(sync_code_on_a_running_loop())
-    assert loops[2][0] not in (threading.get_ident(), worker.ident)
+    assert loops[2][0] == "notifications-publisher"

@@ -18,6 +18,7 @@ import contextlib
 import os
 import re
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,25 +125,29 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def server(env: dict[str, str], tmp_path: Path) -> Iterator[UvicornWorkers]:
     started = UvicornWorkers(env=env, log_path=tmp_path / "uvicorn.log").start()
+    pids: list[int] = []
+    born: dict[int, str | None] = {}
     try:
         for _ in range(200):  # the workers start after the supervisor listens
-            if len(started.worker_pids()) == WORKERS:
+            pids = started.worker_pids()
+            if len(pids) == WORKERS:
                 break
-            _sleep(0.05)
-        assert len(started.worker_pids()) == WORKERS, started.log()[-2000:]
-        pids = started.worker_pids()
+            time.sleep(0.05)
+        assert len(pids) == WORKERS, started.log()[-2000:]
+        born = {pid: _start_time(pid) for pid in pids}
         yield started
     finally:
         started.stop(timeout=20)
-        for pid in locals().get("pids", []):  # a worker the supervisor left behind: ended by its pid
-            with contextlib.suppress(ProcessLookupError):
+        for pid in pids:  # a worker the supervisor left behind (the same process, not a reused pid)
+            if _start_time(pid) is not None and _start_time(pid) == born.get(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
-def _sleep(seconds: float) -> None:
-    import time
-
-    time.sleep(seconds)
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def rows_after(database_url: str, after: int) -> list[tuple[int, str | None, str | None]]:
@@ -182,15 +187,16 @@ async def test_four_processes_on_one_port_deliver_exactly_once_in_order_to_each_
             await stream.read_until(has("hello"), timeout=20)
             readers.append((user, stream))
 
-        # Readers until every worker holds at least two (each client is its own connection).
-        for i in range(64):
+        # Readers until every worker holds some (each client is its own connection; the kernel's
+        # hand-out is uneven: a quiet machine gave one worker 51 of 64 and another 1).
+        for i in range(128):
             await open_reader(None if i % 5 == 4 else USERS[i % len(USERS)])
             held = owners(server)
             per_worker = [sum(1 for _, s in readers if held.get(client_port(s.response)) == pid)  # type: ignore[arg-type]
                           for pid in server.worker_pids()]
-            if len(readers) >= 2 * len(USERS) and min(per_worker) >= 2:
+            if len(readers) >= 2 * len(USERS) and min(per_worker) >= 1:
                 break
-        assert min(per_worker) >= 2, per_worker
+        assert min(per_worker) >= 1, per_worker
 
         # Writers: admins whose connections are held by different workers, and two processes.
         admins: list[httpx.AsyncClient] = []

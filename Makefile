@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 export DJANGO_SETTINGS_MODULE ?= project.settings
 
-.PHONY: run test lint install install-test migrate soak bench clean
+.PHONY: run test lint install install-test migrate soak bench bench-writes clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,15 @@ bench/.venv/.installed: bench/requirements.txt project/requirements.txt pyprojec
 
 bench: bench/.venv/.installed
 	ulimit -n $$(ulimit -Hn); bench/.venv/bin/python -m bench.run
+
+# The write side (docs/benchmarks.md, "Writes"): notify()/s from 1, 4 and 8 writer processes on a
+# throwaway PostgreSQL, with and without the ordering mechanism (same run), then a bulk send of
+# 10,000 personal notices to 10,000 open streams; prints the issue's table. Runs from .venv
+# (it starts servers with the test support code). BENCH_WRITES_ARGS adds options, e.g.
+# "--before main" (the same cells for an older tree), "--hub-cost 2000" (CPU per event a hub
+# does not deliver, 4 daphnes on Redis), "--profile 1500", "--spy bench/.venv/bin/py-spy".
+bench-writes: install-test
+	ulimit -n $$(ulimit -Hn); $(PY) -m bench.writes $(BENCH_WRITES_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

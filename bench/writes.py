@@ -25,6 +25,8 @@ import http.client
 import json
 import os
 import resource
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -168,7 +170,7 @@ def api_post(port: int, path: str, data: Any, session: str, timeout: float = 120
         conn.close()
 
 
-def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
+def bulk(env: dict[str, str], n: int, client_procs: int, spy: str | None = None) -> dict[str, Any]:
     """N users with one stream each on one daphne; one bulk API call; time until the last one holds it."""
     from bench.run import USERS_SCRIPT, Clients, request, wait_delivered
     from tests.support.servers import Daphne
@@ -186,6 +188,13 @@ def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
                                     "timeout": 30 + n * 0.02} for share in shares])
             ready = sum(a["ready"] for a in answers)
             time.sleep(0.5)
+            recorder = None
+            if spy:  # sample the server from the POST to the last delivery (collapsed stacks, idle left out)
+                assert server.proc is not None
+                recorder = subprocess.Popen([spy, "record", "-p", str(server.proc.pid), "-r", "250", "-f", "raw",
+                                             "--gil", "-o", str(Path(tmp) / "spy.txt")],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(1.0)
             started = time.monotonic()
             status, body = api_post(server.port, "/notifications/api/",
                                     {"title": "Your export is ready", "body": "x" * 100,
@@ -194,6 +203,10 @@ def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
             if status != 201:
                 raise RuntimeError(f"bulk POST → {status}: {str(body)[:300]}")
             done = wait_delivered(clients, ready, timeout=30 + n * 0.01)
+            if recorder is not None:
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait(30)
+                print(spy_summary(Path(tmp) / "spy.txt"))
             ids = {name: row["id"] for (name, _), row in zip(users, body["results"], strict=True)}
             user_shares = clients.split([name for name, _ in users])
             collected = clients.ask([{"cmd": "collect", "per_conn": [[[ids[name], started]] for name in share]}
@@ -208,6 +221,159 @@ def bulk(env: dict[str, str], n: int, client_procs: int) -> dict[str, Any]:
             server.stop()
 
 
+def spy_summary(path: Path, top: int = 30) -> str:
+    """Self and inclusive samples per function from py-spy's collapsed stacks (idle frames dropped)."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or "select (selectors.py" in stack or "epoll" in stack.rsplit(";", 1)[-1]:
+            continue
+        frames = stack.split(";")
+        n = int(count)
+        total += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+    lines = [f"[spy] {total} busy samples"]
+    for title, table in (("self", own), ("inclusive", inclusive)):
+        lines.append(f"[spy] top {title}:")
+        for frame, n in sorted(table.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"  {n * 100 / max(total, 1):5.1f}%  {frame}")
+    return "\n".join(lines)
+
+
+# -- every hub hears every event: the cost of one it does not deliver ---------------------------------
+
+
+HUB_COST_SETUP = """
+import json, sys
+from django.contrib.auth import get_user_model
+User = get_user_model()
+n = int(sys.argv[-1])
+User.objects.bulk_create([User(username=f"hubcost{i}", password="!") for i in range(n)], ignore_conflicts=True)
+print(json.dumps(n))
+"""
+
+HUB_COST_WRITER = r"""
+import json, sys
+import django
+django.setup()
+from notifications import services
+from notifications.models import Notification
+mode, n = sys.argv[1], int(sys.argv[2])
+if mode == "single":
+    for i in range(n):
+        services.notify(f"hub cost {i}", body="x" * 100, recipient=f"hubcost{i % 100}")
+else:
+    services.notify_many("hub cost bulk", body="x" * 100, recipients=[f"hubcost{i}" for i in range(n)])
+print(json.dumps(Notification.objects.newest_id()))
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_stream(port: int) -> Any:
+    """One anonymous stream (the hub of that process starts with its first stream), read up to hello."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(b"GET /notifications/stream/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
+    seen = b""
+    for _ in range(1000):
+        seen += sock.recv(65536)
+        if b"event: hello" in seen:
+            return sock
+    raise RuntimeError(f"no hello from {port}: {seen[:300]!r}")
+
+
+def head_of(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/notifications/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    for line in text.splitlines():
+        if line.startswith("notifications_head_id"):
+            return int(float(line.split()[-1]))
+    raise RuntimeError("no notifications_head_id in the metrics")
+
+
+def hub_cost(database_url: str, processes: int, events: int) -> dict[str, Any]:
+    """CPU per event of each of ``processes`` daphnes on Redis (pubsub) whose hubs deliver none of them.
+
+    Each process holds one anonymous stream (so its hub runs); a separate writer process sends
+    ``events`` personal notices to users with no stream, one ``notify()`` each, then one
+    ``notify_many`` of as many; each server's CPU (utime + stime) over the run, less its idle
+    rate, divided by the events. Also Redis's CPU per event and the bytes of one event message.
+    """
+    import django
+    import msgpack
+    import redis
+    from django.conf import settings
+
+    from tests.support.pg_redis import redis_server
+    from tests.support.servers import Daphne
+
+    if not settings.configured:
+        os.environ.update(env_for(database_url))
+        django.setup()
+    from django.utils import timezone
+
+    from notifications.events import Event, EventBatch
+    from notifications.models import Notification
+
+    with tempfile.TemporaryDirectory(prefix="bench-hubcost-") as tmp, redis_server(Path(tmp) / "redis") as rs:
+        env = env_for(database_url, REDIS_URL=rs.url, REDIS_LAYER="pubsub")
+        django_script(env, HUB_COST_SETUP, str(events))
+        servers = [Daphne(env=env, log_path=Path(tmp) / f"daphne{i}.log").start() for i in range(processes)]
+        socks = []
+        r = redis.Redis.from_url(rs.url)
+        result: dict[str, Any] = {"processes": processes, "events": events}
+        try:
+            socks = [open_stream(s.port) for s in servers]
+            time.sleep(1.0)
+            pids = [s.proc.pid for s in servers if s.proc is not None]
+            idle0, t0 = [cpu_seconds(p) for p in pids], time.monotonic()
+            time.sleep(3.0)
+            idle_rate = [(cpu_seconds(p) - c) / (time.monotonic() - t0) for p, c in zip(pids, idle0, strict=True)]
+            for mode in ("single", "bulk"):
+                cpu0, t0 = [cpu_seconds(p) for p in pids], time.monotonic()
+                rcpu0 = r.info("cpu")
+                done = subprocess.run([PY, "-c", HUB_COST_WRITER, mode, str(events)], cwd=ROOT, env=env, check=True,
+                                      capture_output=True, text=True, timeout=600)
+                last = json.loads(done.stdout.strip().splitlines()[-1])
+                deadline = time.monotonic() + 120
+                while any(head_of(s.port) < last for s in servers) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                elapsed = time.monotonic() - t0
+                rcpu1 = r.info("cpu")
+                per = [(cpu_seconds(p) - c - rate * elapsed) / events * 1e6
+                       for p, c, rate in zip(pids, cpu0, idle_rate, strict=True)]
+                redis_s = sum(rcpu1[k] - rcpu0[k] for k in ("used_cpu_sys", "used_cpu_user"))
+                result[mode] = {"us_per_event_per_process": [round(x, 1) for x in per],
+                                "redis_us_per_event": round(redis_s / events * 1e6, 2), "seconds": round(elapsed, 2)}
+            sample = Notification(id=123456, title="hub cost 1", body="x" * 100, recipient_id=42,
+                                  created_at=timezone.now())
+            one = Event.of(sample)
+            result["bytes_single_event"] = len(msgpack.packb(one.to_message(), use_bin_type=True))
+            batch = EventBatch(tuple(Event.of(Notification(id=123456 + i, title="hub cost bulk", body="x" * 100,
+                                                           recipient_id=42 + i, created_at=sample.created_at))
+                                     for i in range(1000)))
+            result["bytes_per_event_in_batch"] = round(len(msgpack.packb(batch.to_message(), use_bin_type=True)) / 1000)
+        finally:
+            for sock in socks:
+                sock.close()
+            for s in servers:
+                s.stop()
+    return result
+
+
 # -- driver ------------------------------------------------------------------------------------------
 
 
@@ -217,11 +383,17 @@ def main() -> None:
     parser.add_argument("--max-calls", type=int, default=20_000, help="per writer process and cell")
     parser.add_argument("--procs", default="1,4,8", help="writer process counts")
     parser.add_argument("--modes", default="lock,nolock")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat every cell; the table shows medians")
     parser.add_argument("--before", default=None, help="also measure this git ref (e.g. main)")
     parser.add_argument("--profile", type=int, default=0, help="cProfile this many single-writer calls")
+    parser.add_argument("--profile-procs", type=int, default=1, help="writer processes while profiling")
     parser.add_argument("--bulk", type=int, default=10_000, help="bulk end-to-end users (0: skip)")
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--hub-cost", type=int, default=0,
+                        help="events for the per-process cost of an undelivered event (0: skip)")
+    parser.add_argument("--hub-processes", type=int, default=4)
+    parser.add_argument("--spy", default=None, help="a py-spy binary: sample the server during the bulk send")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from tests.support.pg_redis import postgres_cluster
@@ -231,30 +403,42 @@ def main() -> None:
         url = pg.create_database("bench_writes")
         manage(project_env(url), "migrate", "--noinput", "-v", "0")
         env = env_for(url)
-        if args.profile:
-            print(subprocess.run([PY, "-c", PROFILE, str(args.profile)], cwd=ROOT, env=env, check=True,
-                                 capture_output=True, text=True, timeout=300).stdout)
+        if args.profile:  # one writer profiled, with --profile-procs - 1 others writing beside it
+            profiled = [subprocess.Popen([PY, "-c", PROFILE, str(args.profile)], cwd=ROOT, env=env,
+                                         stdout=subprocess.PIPE, text=True) for _ in range(args.profile_procs)]
+            outputs = [p.communicate(timeout=300)[0] for p in profiled]
+            print(f"[profile] {args.profile_procs} writer process(es), each under cProfile; the first one's:")
+            print(outputs[0])
         rows: list[tuple[str, int, str, float]] = []
         if not args.skip_throughput:
-            trees = [("after", None)] + ([("before", args.before)] if args.before else [])
-            for label, ref in trees:
-                with source_tree(ref) as tree:
+            with contextlib.ExitStack() as stack:
+                # Cells interleaved (trees, then modes, within each process count; --rounds times),
+                # so that a change in the machine's load falls on both sides of each comparison.
+                trees = [("after", stack.enter_context(source_tree(None)))]
+                if args.before:
+                    trees.append(("before", stack.enter_context(source_tree(args.before))))
+                for _ in range(args.rounds):
                     for procs in [int(p) for p in args.procs.split(",")]:
                         for mode in args.modes.split(","):
-                            rate = throughput(tree, env, procs, mode, args.seconds, args.max_calls)
-                            rows.append((label, procs, mode, rate))
-                            print(f"[writes] {label:<6} {procs} process(es) {mode:<6} {rate:8.0f} notify()/s",
-                                  flush=True)
+                            for label, tree in trees:
+                                rate = throughput(tree, env, procs, mode, args.seconds, args.max_calls)
+                                rows.append((label, procs, mode, rate))
+                                print(f"[writes] {label:<6} {procs} process(es) {mode:<6} {rate:8.0f} notify()/s",
+                                      flush=True)
             print("\n| tree | writer processes | notify()/s with the sequence lock | lock replaced by a no-op | "
                   "ratio |\n|---|---|---|---|---|")
             for label in dict.fromkeys(r[0] for r in rows):
                 for procs in dict.fromkeys(r[1] for r in rows):
-                    cell = {r[2]: r[3] for r in rows if r[0] == label and r[1] == procs}
+                    cell = {mode: statistics.median(r[3] for r in rows if r[:3] == (label, procs, mode))
+                            for mode in {r[2] for r in rows if r[:2] == (label, procs)}}
                     lock, nolock = cell.get("lock"), cell.get("nolock")
                     ratio = f"{nolock / lock:.2f}×" if lock and nolock else "-"
                     print(f"| {label} | {procs} | {lock or 0:.0f} | {nolock or 0:.0f} | {ratio} |")
+        if args.hub_cost:
+            cost = hub_cost(url, args.hub_processes, args.hub_cost)
+            print(f"\n[hub-cost] {json.dumps(cost)}")
         if args.bulk:
-            result = bulk(env, args.bulk, args.client_procs)
+            result = bulk(env, args.bulk, args.client_procs, args.spy)
             print(f"\n[bulk] {json.dumps(result)}")
             print(f"[bulk] {result['users']:,} personal notices, {result['ready']:,} streams: POST took "
                   f"{result['post_s']:.2f}s, last delivery {result['end_to_end_s']:.2f}s after the POST; "

@@ -347,10 +347,7 @@ class Hub:
             if isinstance(item, Event):
                 await self._on_event(item)
             elif isinstance(item, EventBatch):
-                # Each in id order, with the rules of one event: a gap is held and caught up.
-                self.stats["batches"] += 1
-                for event in item.events:
-                    await self._on_event(event)
+                await self._on_batch(item)
             elif isinstance(item, ReadEvent):
                 self._on_read(item)
             elif isinstance(item, PreferenceChange):
@@ -528,23 +525,61 @@ class Hub:
             self.head = id
             self.window.add(event)
             self.stats["events"] += 1
-            audience = event.audience
-            if audience == "everyone":
-                streams = list(self.streams)
-            else:
-                streams = list((self._by_user if audience == "user" else self._by_group).get(event.target or 0, ()))
-            user_frame, anon_frame = event.live_frames
-            if event.expires is not None and event.expired(time.time()):
-                streams = []  # a catch-up reached it after its expiry: nobody lists it any more
-            elif event.category and event.level != "error":
-                muting = self._muting.get(event.category)
-                if muting:
-                    streams = [stream for stream in streams if stream not in muting]
+            streams, user_frame, anon_frame, update_of = self._recipients(event)
             self.stats["deliveries"] += len(streams)
-            update_of = event.notice if event.kind == UPDATE else None  # conflated per stream (SPEC §14)
             async for some in _slices(streams):
                 for stream in some:
                     stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame, update_of)
+
+    async def _on_batch(self, batch: EventBatch) -> None:
+        """A bulk send's events in one pass, each by the rules of one event (``_on_event``).
+
+        Under the fan-out lock once for the whole batch: each next id moves ``head`` and the
+        window and goes to its streams at once; a duplicate, a gap (held, then caught up) or a
+        running catch-up are ``_on_event``'s, which then decides without waiting. The loop
+        runs once every ``FANOUT_SLICE`` writes, counted across events (a batch of 1,000
+        personal notices is 16 turns, not 1,000 slices of one).
+        """
+        self.stats["batches"] += 1
+        if self._fanning is None:
+            self._fanning = asyncio.Lock()
+        async with self._fanning:
+            budget = FANOUT_SLICE
+            for event in batch.events:
+                id = event.id
+                if id != self.head + 1 or self._catch_up_task is not None:
+                    await self._on_event(event)  # dropped or held: decided before any await
+                    continue
+                self.head = id
+                self.window.add(event)
+                self.stats["events"] += 1
+                streams, user_frame, anon_frame, update_of = self._recipients(event)
+                self.stats["deliveries"] += len(streams)
+                for stream in streams:
+                    if budget == 0:
+                        await asyncio.sleep(0)
+                        budget = FANOUT_SLICE
+                    budget -= 1
+                    stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame, update_of)
+
+    def _recipients(self, event: Event) -> tuple[list[Stream], bytes, bytes, int | None]:
+        """Who gets ``event`` on this process, decided in memory for one event or a batch alike:
+        the local streams of its audience, less those that muted its category (never an
+        ``error``) and all of them once it has expired; the frames for signed-in and anonymous
+        viewers; and the notice an update is about (conflated per stream, SPEC §14)."""
+        if event.audience == "everyone":
+            streams = list(self.streams)
+        else:
+            index = self._by_user if event.audience == "user" else self._by_group
+            streams = list(index.get(event.target or 0, ()))
+        user_frame, anon_frame = event.live_frames
+        if event.expires is not None and event.expired(time.time()):
+            streams = []  # a catch-up reached it after its expiry: nobody lists it any more
+        elif event.category and event.level != "error":
+            muting = self._muting.get(event.category)
+            if muting:
+                streams = [stream for stream in streams if stream not in muting]
+        return streams, user_frame, anon_frame, (event.notice if event.kind == UPDATE else None)
 
     def _schedule_catch_up(self) -> None:
         if self._catch_up_task is None:

@@ -30,7 +30,6 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -83,16 +82,38 @@ def ordered_id() -> Any:
     Lock, id and row in one statement: in autocommit it is also the commit, so a lone
     ``notify()`` is one round trip. ``OFFSET 0`` keeps the lock's subquery from being folded
     into the outer select, so the lock is held before the sequence moves. None elsewhere
-    (the caller takes ``lock_sequence()`` in a transaction instead).
+    (the caller takes ``lock_sequence()`` in a transaction instead). One expression per
+    process, made once: building a ``RawSQL`` and its output field per call, and Django
+    copying it, cost ~40 µs of Python per ``notify()``.
     """
     if connection.vendor != "postgresql":
         return None
-    meta = Notification._meta
-    return RawSQL(
-        "(SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM (SELECT pg_advisory_xact_lock(%s) OFFSET 0) AS locked)",
-        (connection.ops.quote_name(meta.db_table), meta.pk.column, SEQUENCE_LOCK_KEY),
-        output_field=models.BigIntegerField(),
-    )
+    global _the_ordered_id
+    if _the_ordered_id is None:
+        meta = Notification._meta
+        _the_ordered_id = _OrderedId(
+            "(SELECT nextval(pg_get_serial_sequence(%s, %s))"
+            " FROM (SELECT pg_advisory_xact_lock(%s) OFFSET 0) AS locked)",
+            (connection.ops.quote_name(meta.db_table), meta.pk.column, SEQUENCE_LOCK_KEY),
+        )
+    return _the_ordered_id
+
+
+class _OrderedId(models.Expression):
+    """``ordered_id``'s SQL as a constant expression: nothing to resolve, shared and never changed."""
+
+    def __init__(self, sql: str, params: tuple[Any, ...]) -> None:
+        super().__init__(output_field=models.BigIntegerField())
+        self.sql, self.params = sql, params
+
+    def resolve_expression(self, *args: Any, **kwargs: Any) -> _OrderedId:
+        return self
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
+        return self.sql, self.params
+
+
+_the_ordered_id: _OrderedId | None = None
 
 
 def notify(
@@ -362,58 +383,161 @@ def notify_many(
     ``ValidationError`` and store none. Published after commit, in as few channel-layer
     messages as ``BATCH_MAX_EVENTS``/``BATCH_MAX_BYTES`` allow; a rollback sends nothing.
     Other keyword arguments are model fields, the same for every notice.
+
+    Per recipient it costs an id, a tuple and two frames made by splicing the id into frames
+    encoded once (``_bulk_events``): on PostgreSQL the ids are drawn under the sequence lock
+    and the rows go in as one ``INSERT … SELECT … FROM unnest(…)`` (``_insert_many``).
     """
     for name in ("recipient", "group"):
         if name in fields:
             raise ValidationError({name: [f"Give recipients or {name}, not both."]})
-    users = _resolve_users(recipients)
+    user_ids, given = _resolve_users(recipients)
     if "expires_at" in fields:
         fields["expires_at"] = parse_expiry(fields["expires_at"])
     if fields.get("data", {}) is None:
         fields["data"] = {}
     template = Notification(title=title, body=body, level=level, url=url, **fields)
     _validate(template, checked=("recipient", "group"))
-    created_at = timezone.now()
-    values = {f.attname: getattr(template, f.attname) for f in Notification._meta.concrete_fields
-              if not f.primary_key and f.attname not in ("recipient_id", "group_id", "created_at")}
-    notifications = [Notification(**values, recipient=user, created_at=created_at) for user in users]
+    template.created_at = timezone.now()
     with transaction.atomic():
         lock_sequence()
-        Notification.objects.bulk_create(notifications, batch_size=1000)
-        transaction.on_commit(lambda: publish_events([events.Event.of(n) for n in notifications]))
+        notifications = _insert_many(template, user_ids)
+        transaction.on_commit(lambda: publish_events(_bulk_events(notifications)))
+    for notification in notifications:  # users given as instances stay attached (no query to read them)
+        user = given.get(notification.recipient_id or 0)
+        if user is not None:
+            Notification.recipient.field.set_cached_value(notification, user)
     return notifications
 
 
-def _resolve_users(recipients: Sequence[AbstractBaseUser | str]) -> list[Any]:
-    """Users for ``recipients`` in the order given, with one query for the names; all or nothing."""
+def _insert_many(template: Notification, user_ids: list[int]) -> list[Notification]:
+    """Rows like ``template``, one per user id, ids increasing in that order; under the lock."""
+    meta = Notification._meta
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    if connection.vendor != "postgresql":
+        values = [getattr(template, f.attname) for f in meta.concrete_fields]
+        rows = [_row(values, meta, None, user_id) for user_id in user_ids]
+        Notification.objects.bulk_create(rows, batch_size=1000)
+        return rows
+    table = connection.ops.quote_name(meta.db_table)
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        # Ids first (the lock is held, so they follow commit order), then every row in one statement.
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                       [table, meta.pk.column, len(user_ids)])
+        ids = sorted(row[0] for row in cursor.fetchall())
+        columns, selects, params = [quote(str(meta.pk.column))], ["u.id"], []
+        for f in fields:
+            columns.append(quote(str(f.column)))
+            if f.attname == "recipient_id":
+                selects.append("u.recipient")
+            else:
+                selects.append(f"CAST(%s AS {f.cast_db_type(connection)})")
+                params.append(f.get_db_prep_save(f.pre_save(template, add=True), connection))
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(selects)} "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, recipient)",
+            [*params, ids, user_ids],
+        )
+    values = [getattr(template, f.attname) for f in meta.concrete_fields]
+    return [_row(values, meta, id, user_id) for id, user_id in zip(ids, user_ids, strict=True)]
+
+
+def _row(values: list[Any], meta: Any, id: int | None, user_id: int) -> Notification:
+    """An instance from the template's values with this id and recipient: ``Model.from_db``
+    (all fields, positionally: Django's fast path); unsaved while ``id`` is None."""
+    row = list(values)
+    for index, f in enumerate(meta.concrete_fields):
+        if f.primary_key:
+            row[index] = id
+        elif f.attname == "recipient_id":
+            row[index] = user_id
+    notification = Notification.from_db(connection.alias, [f.attname for f in meta.concrete_fields], row)
+    notification._state.adding = id is None
+    return notification
+
+
+#: A stand-in id spliced out of frames encoded once for a bulk send: the frames of notices that
+#: differ only in id and recipient differ only where this number stands (``_bulk_events``).
+_ID_MARK = 918_273_645_546_372_819
+
+
+def _bulk_events(notifications: Sequence[Notification]) -> list[events.Event]:
+    """Events for ``notify_many``'s notices (alike but for id and recipient): each frame encoded once.
+
+    The frames of the first notice are encoded with ``_ID_MARK`` as its id and split there;
+    each event's frames are the pieces joined by its id. Checked against a real encoding of
+    the first notice; anything unexpected (the mark inside the text, another audience) falls
+    back to encoding each notice.
+    """
+    if not notifications:
+        return []
+    first = notifications[0]
+    if first.audience != "user":
+        return [events.Event.of(n) for n in notifications]
+    real_id = first.id
+    try:
+        first.id = _ID_MARK
+        frames = [notification_frame(first, read=False), notification_frame(first, read=True)]
+    finally:
+        first.id = real_id
+    mark = str(_ID_MARK).encode()
+    pieces = [frame.split(mark) for frame in frames]
+    if any(len(p) != 3 for p in pieces):
+        return [events.Event.of(n) for n in notifications]
+    (user_pieces, read_pieces) = pieces
+    like = events.Event.of(first)  # category, level, expiry: the same for every notice of the send
+    made = [
+        dataclasses.replace(
+            like, id=n.id, target=n.recipient_id, user_frame=(frame := str(n.id).encode().join(user_pieces)),
+            anon_frame=frame, read_frame=str(n.id).encode().join(read_pieces),
+        )
+        for n in notifications
+    ]
+    if made[0] != like:
+        return [events.Event.of(n) for n in notifications]
+    return made
+
+
+def _resolve_users(recipients: Sequence[AbstractBaseUser | str]) -> tuple[list[int], dict[int, Any]]:
+    """User ids for ``recipients`` in the order given (one query for the names), and the users
+    given as instances by id; all or nothing."""
     if isinstance(recipients, str) or not isinstance(recipients, Sequence):
         raise ValidationError({"recipients": ["recipients must be a list of users or usernames."]})
     if not recipients:
         raise ValidationError({"recipients": ["Give at least one recipient."]})
     User = get_user_model()
     names = [r for r in recipients if isinstance(r, str)]
-    found: dict[str, Any] = {}
+    found: dict[str, int] = {}
     if names:
         field = User.USERNAME_FIELD
-        found = {getattr(u, field): u for u in User._default_manager.filter(**{f"{field}__in": set(names)})}
-    users, seen, problems = [], set(), []
+        found = dict(User._default_manager.filter(**{f"{field}__in": set(names)}).values_list(field, "pk"))
+    ids: list[int] = []
+    given: dict[int, Any] = {}
+    seen: set[int] = set()
+    problems = []
     for value in recipients:
-        user = found.get(value) if isinstance(value, str) else value
-        if isinstance(value, str) and user is None:
-            problems.append(f"No user is called {value!r}.")
-            continue
-        if not isinstance(user, User) or user.pk is None:
+        if isinstance(value, str):
+            pk = found.get(value)
+            if pk is None:
+                problems.append(f"No user is called {value!r}.")
+                continue
+            label = value
+        elif isinstance(value, User) and value.pk is not None:
+            pk, label = value.pk, value.get_username()
+            given[pk] = value
+        else:
             problems.append(f"{value!r} is not a saved user or a username.")
             continue
-        if user.pk in seen:
-            problems.append(f"{user.get_username()!r} is listed twice.")
+        if pk in seen:
+            problems.append(f"{label!r} is listed twice.")
             continue
-        seen.add(user.pk)
-        users.append(user)
+        seen.add(pk)
+        ids.append(pk)
     if problems:
         shown = problems[:10] + ([f"…and {len(problems) - 10} more."] if len(problems) > 10 else [])
         raise ValidationError({"recipients": [" ".join(shown)]})
-    return users
+    return ids, given
 
 
 def _resolve_user(value: AbstractBaseUser | str | None) -> Any:
@@ -446,29 +570,47 @@ def publish(message: dict[str, Any]) -> None:
     database (``hub.Hub``), so a failure here delays delivery but loses nothing.
 
     In a server's worker thread (a sync view under ``sync_to_async``) it runs on the server's
-    event loop, as ``async_to_sync`` does; elsewhere (a shell, a command, a task queue) on one
-    long-lived loop thread per process, so a burst of sends does not start a thread, a loop
-    and a Redis connection per call.
+    event loop, as ``async_to_sync`` does; elsewhere (a shell, a command, a task queue) on the
+    calling thread's own long-lived loop (``_thread_loop``), so a burst of sends starts no
+    thread, loop or Redis connection per call and hands nothing to another thread.
     """
+    publish_many([message])
+
+
+def publish_many(messages: Sequence[dict[str, Any]]) -> None:
+    """``publish`` each message in order, in one hop to the event loop (a bulk send's batches
+    then wait once for a server's loop, not once each behind the fan-out of the one before)."""
     layer = get_channel_layer()
     if layer is None:
-        logger.warning("No channel layer configured: notification %s not delivered live.", message.get("id"))
+        logger.warning("No channel layer configured: %d message(s) not delivered live.", len(messages))
         return
+
+    async def send_all() -> None:
+        for message in messages:
+            try:
+                await layer.group_send(EVENTS_GROUP, message)
+            except Exception:
+                logger.exception("Publishing %s %s failed; streams will catch up from the database.",
+                                 message["type"], message.get("id"))
+
     try:
         if _in_server_thread():
-            async_to_sync(layer.group_send)(EVENTS_GROUP, message)
+            async_to_sync(send_all)()
+        elif _loop_running_here():
+            _publisher().run(send_all(), PUBLISH_TIMEOUT)
         else:
-            _publisher().run(layer.group_send(EVENTS_GROUP, message), PUBLISH_TIMEOUT)
+            _thread_loop().run_until_complete(asyncio.wait_for(send_all(), PUBLISH_TIMEOUT))
     except Exception:
-        logger.exception(
-            "Publishing %s %s failed; streams will catch up from the database.", message["type"], message.get("id")
-        )
+        logger.exception("Publishing %d message(s) failed; streams will catch up from the database.", len(messages))
 
 
 def publish_events(items: Sequence[events.Event]) -> None:
     """Publish events (in id order) as ``events.EventBatch`` messages, or one ``Event`` alone."""
-    for message in batch_messages(items):
-        publish(message)
+    messages = batch_messages(items)
+    if len(messages) == 1:
+        publish(messages[0])
+    elif messages:
+        publish_many(messages)
 
 
 def batch_messages(items: Sequence[events.Event]) -> list[dict[str, Any]]:
@@ -499,8 +641,34 @@ def _in_server_thread() -> bool:
     return loop is not None and loop.is_running()
 
 
+def _loop_running_here() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+_thread_local = threading.local()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    """This thread's own event loop for publishing, kept between calls (a new one after a fork).
+
+    Sync code outside a server (a shell, a command, a task queue's worker) publishes on it in
+    its own thread: no hand-over to another thread and back per call, which cost a quarter of
+    a ``notify()`` with four writer processes on two cores (docs/deployment.md, "Writes").
+    """
+    loop = getattr(_thread_local, "loop", None)
+    if loop is None or loop.is_closed() or _thread_local.pid != os.getpid():
+        loop = _thread_local.loop = asyncio.new_event_loop()
+        _thread_local.pid = os.getpid()
+    return loop
+
+
 class _Publisher:
-    """One event loop on a daemon thread: publishes from sync code outside a server."""
+    """One event loop on a daemon thread: publishes from sync code called on a running event
+    loop that is not a server's (``asyncio.run`` around sync code), which cannot run another."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()

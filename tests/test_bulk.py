@@ -240,3 +240,82 @@ def test_a_batch_keeps_each_events_category_level_and_expiry():
     two = Event(2, "user", 8, b"v", b"v", None, "", "error", None)
     batch = parse(EventBatch((one, two)).to_message())
     assert isinstance(batch, EventBatch) and batch.events == (one, two)
+
+
+# -- cheaper bulk encoding and publishing (issue 16, second round) -----------------------------------
+
+
+@pytest.mark.parametrize("title", ["Export ready", "Ünïcode “quotes” \\ and \"escapes\"", "918273645546372819 in it"])
+def test_spliced_frames_are_byte_for_byte_what_each_notice_encodes_to(users, published,
+                                                                     django_capture_on_commit_callbacks, title):
+    with django_capture_on_commit_callbacks(execute=True):
+        made = services.notify_many(title, recipients=users, body="line\nbreak", url="/x")
+    (message,) = published
+    batch = parse(message)
+    assert isinstance(batch, EventBatch)
+    assert list(batch.events) == [Event.of(n) for n in made]
+    assert services._bulk_events(made) == [Event.of(n) for n in made]
+
+
+def test_a_bulk_send_publishes_all_its_batches_in_one_hop(users, monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr(services, "BATCH_MAX_EVENTS", 2)
+    hops: list[list[dict]] = []
+    monkeypatch.setattr(services, "publish_many", hops.append)
+    with django_capture_on_commit_callbacks(execute=True):
+        made = services.notify_many("x", recipients=users)
+    (messages,) = hops
+    assert [len(m["events"]) if m["type"] == BATCH_TYPE else 1 for m in messages] == [2, 2, 1]
+    ids = [e.id for m in messages for e in (parse(m).events if m["type"] == BATCH_TYPE else [parse(m)])]
+    assert ids == [n.id for n in made]
+
+
+def test_publish_many_sends_in_order_and_a_failing_send_does_not_stop_the_rest(monkeypatch, caplog):
+    sent: list[int] = []
+
+    class Layer:
+        async def group_send(self, group: str, message: dict) -> None:
+            if message["id"] == 2:
+                raise ConnectionError("redis went away")
+            sent.append(message["id"])
+
+    monkeypatch.setattr(services, "get_channel_layer", Layer)
+    services.publish_many([{"type": "t", "id": i} for i in (1, 2, 3)])
+    assert sent == [1, 3] and "Publishing t 2 failed" in caplog.text
+
+
+def test_users_given_as_instances_stay_attached_and_names_cost_one_query(users, django_assert_num_queries):
+    with django_assert_num_queries(1):
+        ids, given = services._resolve_users([users[1], "user3", "user0"])
+    assert ids == [users[1].pk, users[3].pk, users[0].pk] and given == {users[1].pk: users[1]}
+    made = services.notify_many("x", recipients=[users[1], "user3"])
+    assert made[0].recipient is users[1]
+    assert all(not n._state.adding for n in made)
+
+
+def test_publishing_outside_a_server_runs_on_the_calling_threads_own_loop_kept_between_calls(monkeypatch):
+    import asyncio
+    import threading
+
+    loops: list[tuple[str, object]] = []
+
+    class Layer:
+        async def group_send(self, group: str, message: dict) -> None:
+            loops.append((threading.current_thread().name, asyncio.get_running_loop()))
+
+    monkeypatch.setattr(services, "get_channel_layer", Layer)
+
+    def send_twice() -> None:
+        services.publish({"type": "t", "id": 1})
+        services.publish({"type": "t", "id": 2})
+
+    worker = threading.Thread(target=send_twice, name="a-worker")
+    worker.start()
+    worker.join(10)
+    (thread_a, loop_a), (thread_b, loop_b) = loops
+    assert thread_a == thread_b == "a-worker" and loop_a is loop_b  # no hand-over, one loop kept
+
+    async def sync_code_on_a_running_loop() -> None:  # cannot run a second loop here: the publisher thread does
+        services.publish({"type": "t", "id": 3})
+
+    asyncio.run(sync_code_on_a_running_loop())
+    assert loops[2][0] == "notifications-publisher"

@@ -666,3 +666,108 @@ async def test_a_preference_change_counts_as_a_change_for_streams_being_set_up(h
     mark = hub.identity_mark()
     await hub.handle(PreferenceChange(7, frozenset({"billing"})).to_message())
     assert hub.identity_changed_since(7, mark) and not hub.identity_changed_since(8, mark)
+
+
+# -- a batch in one pass (issue 16, second round) ---------------------------------------------------
+
+
+async def test_a_gap_inside_a_batch_holds_the_rest_and_the_catch_up_delivers_all_in_order(harness):
+    hub, layer, db = harness
+    await hub.start()
+    send = user_stream(hub, 10)
+    db.commit(personal(3, 10))  # committed, but not in the batch (its own message was lost)
+    await publish_batch(layer, db, personal(1, 10), personal(2, 10), personal(4, 10), personal(5, 10))
+    await eventually(lambda: hub.head == 5)
+    assert send.frames == [b"user 1", b"user 2", b"user 3", b"user 4", b"user 5"]
+    assert hub.stats["catch_ups"] == 1 and hub.stats["deliveries"] == 5
+
+
+async def test_a_batch_arriving_while_a_catch_up_runs_is_held_not_sent_ahead_of_it(harness):
+    hub, layer, db = harness
+    await hub.start()
+    send = user_stream(hub, 10)
+    db.commit(personal(1, 10))
+    db.fail_fetches = 1  # the catch-up for id 1 waits CATCH_UP_RETRY before it reads again
+    await publish(layer, db, personal(2, 10))  # 1 is missing: held, catch-up starts (and fails once)
+    await eventually(lambda: hub.stats["catch_up_errors"] == 1)
+    await publish_batch(layer, db, personal(3, 10), personal(4, 10))
+    await eventually(lambda: hub.head == 4, timeout=5)
+    assert send.frames == [b"user 1", b"user 2", b"user 3", b"user 4"]
+
+
+async def test_a_batch_moves_head_and_window_per_event(harness):
+    hub, layer, db = harness
+    await hub.start()
+    user_stream(hub, 10)
+    await publish_batch(layer, db, personal(1, 10), event(2), personal(3, 11))
+    await eventually(lambda: hub.head == 3)
+    assert hub.window.head == 3 and len(hub.window) == 3 and hub.stats["events"] == 3
+    # a reconnect replays the batch from memory, each viewer only what it may see
+    assert [e.id for e in hub.window.after(Viewer(user_id=10, username="u10"), 0) or []] == [1, 2]
+    assert [e.id for e in hub.window.after(Viewer(), 0) or []] == [2]
+
+
+async def test_a_batch_yields_every_slice_of_writes_counted_across_its_events(harness):
+    hub, layer, db = harness
+    await hub.start()
+    n = 4 * FANOUT_SLICE
+    sends = [user_stream(hub, 100 + i) for i in range(n)]
+    seen: list[int] = []
+
+    async def meanwhile() -> None:  # runs once per turn of the loop while the batch is written
+        while hub.stats["deliveries"] < n:
+            seen.append(sum(1 for s in sends if s.frames))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(meanwhile())
+    await publish_batch(layer, db, *[personal(i + 1, 100 + i) for i in range(n)])
+    await asyncio.wait_for(watcher, 5)
+    partial = sorted({count for count in seen if 0 < count < n})
+    assert partial == [FANOUT_SLICE, 2 * FANOUT_SLICE, 3 * FANOUT_SLICE]  # 4 turns, not one per event
+    await eventually(lambda: all(s.frames == [f"user {i + 1}".encode()] for i, s in enumerate(sends)))
+
+
+async def test_a_stream_attaching_mid_batch_gets_earlier_ids_by_replay_and_later_ones_live_once(harness):
+    hub, layer, db = harness
+    await hub.start()
+    n = 3 * FANOUT_SLICE
+    sends = [user_stream(hub, 100 + i) for i in range(n)]
+    late = Recorder()
+    viewer = Viewer(user_id=100 + n - 1, username="last")  # the batch's last notice is for this user
+
+    async def attach_meanwhile() -> tuple[int, list[Event] | None]:
+        await eventually(lambda: any(s.frames for s in sends), interval=0)
+        stream = hub.new_stream(viewer, late)
+        cursor, recent = hub.attach(stream, 0)
+        stream.go_live(b"".join(e.frame_for(viewer) for e in recent or []), cursor)
+        return cursor, recent
+
+    attaching = asyncio.create_task(attach_meanwhile())
+    await publish_batch(layer, db, *[personal(i + 1, 100 + i) for i in range(n)], event(n + 1))
+    cursor, recent = await asyncio.wait_for(attaching, 5)
+    assert 0 < cursor < n and recent == []  # attached part way: nothing of its own before the cursor
+    await eventually(lambda: hub.head == n + 1)
+    assert late.frames == [f"user {n}".encode(), f"user {n + 1}".encode()]
+    assert sends[-1].frames == [f"user {n}".encode(), f"user {n + 1}".encode()]
+
+
+async def test_a_batch_respects_muting_and_expiry_like_one_event(harness):
+    """A bulk send is fanned out in one pass: it must filter exactly as a single event does."""
+    from notifications.events import EventBatch
+
+    hub, layer, db = harness
+    await hub.start()
+    muter = hub.new_stream(Viewer(user_id=7, username="m", muted=frozenset({"billing"})), muter_send := Recorder())
+    muter.go_live(b"", hub.attach(muter)[0])
+    other = hub.new_stream(Viewer(user_id=8, username="o"), other_send := Recorder())
+    other.go_live(b"", hub.attach(other)[0])
+    batch = EventBatch((
+        Event(1, "user", 7, b"billing 1", b"billing 1", None, "billing", "info", None),
+        Event(2, "user", 7, b"error 2", b"error 2", None, "billing", "error", None),
+        Event(3, "user", 8, b"expired 3", b"expired 3", None, "", "info", 1.0),
+        Event(4, "user", 8, b"fine 4", b"fine 4", None, "billing", "info", None),
+    ))
+    db.commit(*batch.events)
+    layer.queue.put_nowait(batch.to_message())
+    await eventually(lambda: hub.head == 4 and other_send.frames == [b"fine 4"])
+    assert muter_send.frames == [b"error 2"]  # muted category skipped; error breaks through

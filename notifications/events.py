@@ -7,11 +7,11 @@ never the hub, the stream or the consumer.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import sse
+from .sse import dumps
 
 if TYPE_CHECKING:
     from .models import Notification, Viewer
@@ -42,11 +42,6 @@ KINDS = frozenset({NOTIFICATION, UPDATE, RETRACT})
 
 class BadMessage(ValueError):
     """A channel-layer message this process cannot read; the hub logs and counts it, then goes on."""
-
-
-def dumps(data: Any) -> str:
-    """Compact JSON on one line (the SSE encoder would split any line break anyway)."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 # -- frames ------------------------------------------------------------------------------------

@@ -21,36 +21,22 @@ Imports nothing from the hub or the consumer.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from django.conf import settings
 from django.contrib.auth import get_user_model, user_logged_out
 from django.db import transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
+from .digests import auth_digest, digest
 from .events import IdentityChange
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
+    pass
 
 #: Fields of the user model whose change can make a session invalid or the user unable to sign in.
 AUTH_FIELDS = frozenset({"password", "is_active"})
 _DISPATCH_UID = "notifications.identity"
-
-
-def digest(value: str) -> str:
-    """A keyed, one-way digest of a session key or session auth hash, safe to send between processes."""
-    key = ("notifications.identity:" + settings.SECRET_KEY).encode()
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def auth_digest(user: AbstractBaseUser) -> str | None:
-    """The digest of the user's session auth hash (it changes with the password), if the model has one."""
-    get_hash = getattr(user, "get_session_auth_hash", None)
-    return digest(get_hash()) if callable(get_hash) else None
 
 
 def _publish_on_commit(change: IdentityChange) -> None:

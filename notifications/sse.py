@@ -7,12 +7,19 @@ event, a line starting with ``:`` is a comment, ``data`` may span several lines,
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 _FIELD_UNSAFE = re.compile(r"[\r\n\x00]")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # Longest Last-Event-ID we parse: ids are database primary keys, 20 digits cover any int64.
 MAX_ID_LENGTH = 20
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON on one line (``encode_event`` would split any line break anyway)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
 def _clean_field(value: str) -> str:

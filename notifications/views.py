@@ -279,11 +279,9 @@ def _read_response(request: HttpRequest, body: dict[str, Any]) -> HttpResponse:
 
 @require_POST
 def api_read(request: HttpRequest, pk: int) -> HttpResponse:
-    viewer = _viewer(request)
-    if viewer.user_id is None:
-        return _error(403, "Sign in to mark notifications read.")
-    if not Notification.objects.visible_to(viewer).filter(pk=pk).exists():
-        return _error(404, "No such notification.")
+    viewer, problem = _visible_or_404(request, pk, "mark notifications read")
+    if problem is not None:
+        return problem
     count = services.mark_read(viewer, [pk])
     return _read_response(request, {"id": pk, "read": True, "unread_count": count})
 

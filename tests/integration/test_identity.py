@@ -4,16 +4,15 @@ daphne on SQLite, and across two daphne processes on PostgreSQL + Redis."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from html.parser import HTMLParser
 
 import httpx
 import pytest
 
-from tests.support.servers import Daphne, Server, SSEClient, admin_add, login, manage, project_env
+from tests.support.servers import Daphne, Server, SSEClient, admin_add, has, http, manage, project_env, received
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -25,14 +24,6 @@ SETUP = (
     "oncall=Group.objects.create(name='oncall'); Group.objects.create(name='ops');"
     f"[U.objects.create_user(n, password='pw-'+n+'-123').groups.add(oncall) for n in {USERS!r}]"
 )
-
-
-def has(kind: str, count: int = 1) -> Callable[[SSEClient], bool]:
-    return lambda s: len(s.of_type(kind)) >= count
-
-
-def received(*ids: int) -> Callable[[SSEClient], bool]:
-    return lambda s: set(ids) <= set(s.notification_ids())
 
 
 def ended(s: SSEClient) -> bool:
@@ -137,14 +128,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = Daphne(env=env, log_path=tmp / "daphne.log").start()
     yield server
     server.stop()
-
-
-@contextlib.asynccontextmanager
-async def http(server: Server, username: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, follow_redirects=False) as client:
-        if username:
-            await login(client, username, f"pw-{username}-123")
-        yield client
 
 
 async def hello_user(client: httpx.AsyncClient) -> str | None:

@@ -5,16 +5,15 @@ walk the history exactly once; bad input is a 400 with nothing stored."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support import eventually
-from tests.support.servers import Daphne, Server, SSEClient, login, manage, project_env
+from tests.support.servers import Daphne, Server, SSEClient, call, has, http, manage, project_env, received
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -26,14 +25,6 @@ SETUP = (
     "U=g(); U.objects.create_superuser('admin','a@example.com','pw-admin-123');"
     f"[U.objects.create_user(n, password='pw-'+n+'-123') for n in {USERS!r}]"
 )
-
-
-def has(kind: str, count: int = 1) -> Callable[[SSEClient], bool]:
-    return lambda s: len(s.of_type(kind)) >= count
-
-
-def received(*ids: int) -> Callable[[SSEClient], bool]:
-    return lambda s: set(ids) <= set(s.notification_ids())
 
 
 def data_of(s: SSEClient, kind: str) -> list[dict[str, Any]]:
@@ -49,24 +40,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = Daphne(env=env, log_path=tmp / "daphne.log").start()
     yield server
     server.stop()
-
-
-@contextlib.asynccontextmanager
-async def http(server: Server, username: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, follow_redirects=False) as client:
-        await login(client, username, f"pw-{username}-123")
-        yield client
-
-
-async def call(client: httpx.AsyncClient, method: str, path: str, body: Any = None) -> httpx.Response:
-    """A same-origin fetch with Django's CSRF header, as the page's client makes it."""
-    token = client.cookies.get("csrftoken")
-    assert token
-    headers = {"X-CSRFToken": token, "Referer": str(client.base_url) + "/"}
-    content = json.dumps(body).encode() if body is not None else None
-    if content is not None:
-        headers["Content-Type"] = "application/json"
-    return await client.request(method, path, content=content, headers=headers)
 
 
 async def send(admin: httpx.AsyncClient, **fields: Any) -> int:

@@ -9,16 +9,15 @@ that changes nothing."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.pg_redis import postgres_cluster, redis_server
-from tests.support.servers import Daphne, Server, SSEClient, login, manage, project_env
+from tests.support.servers import Daphne, Server, SSEClient, call, has, http, manage, project_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -29,10 +28,6 @@ SETUP = (
     "U=g(); U.objects.create_superuser('admin','a@example.com','pw-admin-123');"
     "[U.objects.create_user(n, password='pw-'+n+'-123') for n in ('carol', 'dave', 'erin')]"
 )
-
-
-def has(kind: str, count: int = 1) -> Callable[[SSEClient], bool]:
-    return lambda s: len(s.of_type(kind)) >= count
 
 
 def changes(s: SSEClient) -> list[tuple[str, int, dict[str, Any]]]:
@@ -54,23 +49,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
     server = Daphne(env=env, log_path=tmp / "daphne.log").start()
     yield server, env
     server.stop()
-
-
-@contextlib.asynccontextmanager
-async def http(server: Server, username: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.url, follow_redirects=False) as client:
-        await login(client, username, f"pw-{username}-123")
-        yield client
-
-
-async def call(client: httpx.AsyncClient, method: str, path: str, body: Any = None) -> httpx.Response:
-    token = client.cookies.get("csrftoken")
-    assert token
-    headers = {"X-CSRFToken": token, "Referer": str(client.base_url) + "/"}
-    content = json.dumps(body).encode() if body is not None else None
-    if content is not None:
-        headers["Content-Type"] = "application/json"
-    return await client.request(method, path, content=content, headers=headers)
 
 
 async def send(admin: httpx.AsyncClient, **fields: Any) -> int:

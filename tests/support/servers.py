@@ -17,10 +17,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import httpx
 
@@ -280,3 +280,37 @@ async def admin_add(client: httpx.AsyncClient, **fields: str) -> int:
     listing = await client.get("/admin/notifications/notification/")
     ids = [int(m) for m in re.findall(r"/admin/notifications/notification/(\d+)/change/", listing.text)]
     return max(ids)
+
+
+# -- what the integration tests share ---------------------------------------------------------
+
+
+def has(kind: str, count: int = 1) -> Callable[[SSEClient], bool]:
+    """``read_until`` predicate: at least ``count`` events of ``kind``."""
+    return lambda s: len(s.of_type(kind)) >= count
+
+
+def received(*ids: int) -> Callable[[SSEClient], bool]:
+    """``read_until`` predicate: every one of ``ids`` arrived as a notification."""
+    return lambda s: set(ids) <= set(s.notification_ids())
+
+
+@contextlib.asynccontextmanager
+async def http(server: Server, username: str | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``server``, signed in through the login form when ``username`` is given
+    (the test users' password is ``pw-<username>-123``)."""
+    async with httpx.AsyncClient(base_url=server.url, follow_redirects=False) as client:
+        if username:
+            await login(client, username, f"pw-{username}-123")
+        yield client
+
+
+async def call(client: httpx.AsyncClient, method: str, path: str, body: Any = None) -> httpx.Response:
+    """A same-origin fetch with Django's CSRF header, as the page's client makes it."""
+    token = client.cookies.get("csrftoken")
+    assert token
+    headers = {"X-CSRFToken": token, "Referer": str(client.base_url) + "/"}
+    content = json.dumps(body).encode() if body is not None else None
+    if content is not None:
+        headers["Content-Type"] = "application/json"
+    return await client.request(method, path, content=content, headers=headers)

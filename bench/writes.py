@@ -8,6 +8,9 @@
   and with ``lock_sequence`` replaced by a no-op (the ordering mechanism off), for this tree
   and, with ``--before REF``, for an older commit of the product (extracted with ``git
   archive`` into a temp dir; same database schema);
+* **ceiling** (``--ceiling ROUNDS``): the product's ``notify()`` INSERT, as Django compiles it,
+  with the lock and with the column's default id, run by ``pgbench`` from 1, 4 and 8 clients:
+  what the lock costs at the database alone and the most inserts per second it lets through;
 * **profile** (``--profile``): cProfile of a single writer's ``notify()`` calls, top functions;
 * **bulk** (``--bulk N``, 0 to skip): N users, one open stream each on one daphne (signed in
   by session cookie, ``bench.client`` processes), one ``POST /notifications/api/`` with
@@ -132,6 +135,68 @@ def throughput(tree: Path, env: dict[str, str], procs: int, mode: str, seconds: 
                 w.kill()
                 w.wait(5)
     return sum(r["calls"] / r["seconds"] for r in results)
+
+
+# -- the lock alone, at the database -----------------------------------------------------------------
+
+#: The SQL the ceiling compares: the product's ``notify()`` INSERT as it reaches PostgreSQL,
+#: with the id from ``services.ordered_id()`` (lock, then ``nextval``) and with the column's
+#: own default (no lock). Printed by Django's compiler, so it is the product's statement.
+CEILING_SCRIPT = r"""
+import json
+import django
+django.setup()
+from django.db import connection
+from notifications import services
+from notifications.models import Notification
+def sql(ordered):
+    n = Notification(title="t", body="x" * 100)
+    if ordered:
+        n.id = services.ordered_id()
+    fields = [f for f in Notification._meta.local_concrete_fields if ordered or not f.primary_key]
+    query = django.db.models.sql.InsertQuery(Notification)
+    query.insert_values(fields, [n])
+    compiler = query.get_compiler(connection=connection)
+    compiler.returning_fields = [Notification._meta.pk]
+    [(text, params)] = compiler.as_sql()
+    with connection.cursor() as cursor:
+        return cursor.cursor.mogrify(text, params)  # psycopg 3: the statement with its literals
+print(json.dumps({"lock": sql(True), "nolock": sql(False)}))
+"""
+
+
+def ceiling(env: dict[str, str], port: int, rounds: int, seconds: float, clients: list[int]) -> list[str]:
+    """The product's INSERT with and without the lock, from pgbench (no Python): the lock's own cost and ceiling."""
+    import shutil
+
+    pgbench = shutil.which("pgbench") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))), None)
+    if pgbench is None:
+        return ["[ceiling] skipped: no pgbench (Debian package postgresql-client)"]
+    statements = json.loads(subprocess.run([PY, "-c", CEILING_SCRIPT], cwd=ROOT, env=env, check=True,
+                                           capture_output=True, text=True, timeout=60).stdout)
+    rates: dict[tuple[int, str], list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ceiling-") as tmp:
+        for mode, text in statements.items():
+            Path(tmp, f"{mode}.sql").write_text(text + ";\n")
+        database = env["DATABASE_URL"].rsplit("/", 1)[1]
+        for round_ in range(rounds):
+            for n in clients:
+                for mode in ("lock", "nolock") if round_ % 2 == 0 else ("nolock", "lock"):
+                    out = subprocess.run(
+                        [str(pgbench), "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", str(n),
+                         "-j", str(min(n, 2)), "-T", str(int(seconds)), "-f", f"{tmp}/{mode}.sql", database],
+                        capture_output=True, text=True, timeout=seconds + 60, check=True)
+                    tps = next(float(line.split()[2]) for line in out.stdout.splitlines() if line.startswith("tps"))
+                    rates.setdefault((n, mode), []).append(tps)
+                    print(f"[ceiling] {n} client(s) {mode:<6} {tps:8.0f} INSERT/s", flush=True)
+    lines = ["| pgbench clients | the product's INSERT/s with the lock | without | per-round ratios → median |",
+             "|---|---|---|---|"]
+    for n in clients:
+        lock, nolock = rates[n, "lock"], rates[n, "nolock"]
+        paired = [b / a for a, b in zip(lock, nolock, strict=True)]
+        lines.append(f"| {n} | {statistics.median(lock):,.0f} | {statistics.median(nolock):,.0f} | "
+                     f"{' / '.join(f'{x:.2f}' for x in paired)} → **{statistics.median(paired):.2f}×** |")
+    return lines
 
 
 # -- bulk, end to end ----------------------------------------------------------------------------------
@@ -390,6 +455,8 @@ def main() -> None:
     parser.add_argument("--bulk", type=int, default=10_000, help="bulk end-to-end users (0: skip)")
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--ceiling", type=int, default=0,
+                        help="rounds of pgbench on the product's INSERT with and without the lock (0: skip)")
     parser.add_argument("--hub-cost", type=int, default=0,
                         help="events for the per-process cost of an undelivered event (0: skip)")
     parser.add_argument("--hub-processes", type=int, default=4)
@@ -409,7 +476,7 @@ def main() -> None:
             outputs = [p.communicate(timeout=300)[0] for p in profiled]
             print(f"[profile] {args.profile_procs} writer process(es), each under cProfile; the first one's:")
             print(outputs[0])
-        rows: list[tuple[str, int, str, float]] = []
+        rows: list[tuple[str, int, str, float, int]] = []
         if not args.skip_throughput:
             with contextlib.ExitStack() as stack:
                 # Cells interleaved (trees, then modes, within each process count; --rounds times),
@@ -417,23 +484,34 @@ def main() -> None:
                 trees = [("after", stack.enter_context(source_tree(None)))]
                 if args.before:
                     trees.append(("before", stack.enter_context(source_tree(args.before))))
-                for _ in range(args.rounds):
+                modes = args.modes.split(",")
+                for round_ in range(args.rounds):
                     for procs in [int(p) for p in args.procs.split(",")]:
-                        for mode in args.modes.split(","):
+                        # Which mode goes first alternates by round: a drift (the table growing,
+                        # the machine warming) does not always fall on the same side.
+                        for mode in modes if round_ % 2 == 0 else modes[::-1]:
                             for label, tree in trees:
                                 rate = throughput(tree, env, procs, mode, args.seconds, args.max_calls)
-                                rows.append((label, procs, mode, rate))
+                                rows.append((label, procs, mode, rate, round_))
                                 print(f"[writes] {label:<6} {procs} process(es) {mode:<6} {rate:8.0f} notify()/s",
                                       flush=True)
             print("\n| tree | writer processes | notify()/s with the sequence lock | lock replaced by a no-op | "
-                  "ratio |\n|---|---|---|---|---|")
+                  "ratio of medians | per-round ratios (no-lock / lock, same round) → median |\n"
+                  "|---|---|---|---|---|---|")
             for label in dict.fromkeys(r[0] for r in rows):
                 for procs in dict.fromkeys(r[1] for r in rows):
                     cell = {mode: statistics.median(r[3] for r in rows if r[:3] == (label, procs, mode))
                             for mode in {r[2] for r in rows if r[:2] == (label, procs)}}
                     lock, nolock = cell.get("lock"), cell.get("nolock")
                     ratio = f"{nolock / lock:.2f}×" if lock and nolock else "-"
-                    print(f"| {label} | {procs} | {lock or 0:.0f} | {nolock or 0:.0f} | {ratio} |")
+                    by_round = {(r[4], r[2]): r[3] for r in rows if r[:2] == (label, procs)}
+                    paired = [by_round[n, "nolock"] / by_round[n, "lock"] for n in range(args.rounds)
+                              if by_round.get((n, "lock")) and (n, "nolock") in by_round]
+                    pairs = (f"{' / '.join(f'{x:.2f}' for x in paired)} → **{statistics.median(paired):.2f}×**"
+                             if paired else "-")
+                    print(f"| {label} | {procs} | {lock or 0:.0f} | {nolock or 0:.0f} | {ratio} | {pairs} |")
+        if args.ceiling:
+            print("\n" + "\n".join(ceiling(env, pg.port, args.ceiling, args.seconds, [1, 4, 8])))
         if args.hub_cost:
             cost = hub_cost(url, args.hub_processes, args.hub_cost)
             print(f"\n[hub-cost] {json.dumps(cost)}")

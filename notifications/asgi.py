@@ -55,7 +55,15 @@ class StreamsRouter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._is_stream(scope):
-            await self.stream_app(scope, receive, send)
+            admit = getattr(self.stream_app, "admit", None)
+            if admit is None:
+                await self.stream_app(scope, receive, send)
+                return
+            # StreamGuard.admit, then its app awaited here: no guard coroutine per stream.
+            admitted = await admit(scope, receive, send)
+            if admitted is not None:
+                app, scope, receive, send = admitted
+                await app(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(scope, receive, send)
         else:

@@ -27,7 +27,7 @@ Channels and models only.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from channels.auth import get_user
@@ -36,7 +36,7 @@ from channels.sessions import InstanceSessionWrapper
 from django.contrib.auth.models import AnonymousUser
 from django.http import parse_cookie
 
-from .models import Viewer
+from .models import ANONYMOUS, Viewer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,6 +50,7 @@ VIEWER_KEY = "notifications.viewer"
 #: ``channels.auth.get_user`` without its own thread hop (``database_sync_to_async`` keeps the
 #: function it wraps as ``func``), so that it runs inside ``_resolve``'s one hop.
 _get_user: Callable[[Scope], Any] = get_user.func
+_ANONYMOUS_USER = AnonymousUser()
 
 
 def cookies_of(scope: Scope) -> dict[str, str]:
@@ -65,7 +66,7 @@ def _resolve(scope: Scope) -> tuple[Any, Viewer]:
     """The session's user (Channels' ``get_user``: loads the session, checks its auth hash) and its viewer."""
     user = _get_user(scope)
     if not user.is_authenticated:
-        return user, Viewer()
+        return user, ANONYMOUS
     return user, Viewer.of(user, session_key=scope["session"].session_key)
 
 
@@ -76,19 +77,31 @@ class StreamAuth:
         self.inner = inner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope, send = await self.authenticate(scope, send)
+        await self.inner(scope, receive, send)
+
+    async def authenticate(
+        self, scope: Scope, send: Send, extra: Mapping[str, Any] | None = None
+    ) -> tuple[Scope, Send]:
+        """The scope for ``inner`` (one copy: ``extra``, cookies, session, user, viewer) and its send.
+
+        ``StreamGuard`` calls this and then ``inner`` itself, so that this coroutine is done
+        before the stream starts rather than alive as long as it.
+        """
         if "headers" not in scope:
             raise ValueError("StreamAuth takes HTTP scopes (with headers) only.")
         cookies = cookies_of(scope)
         # One copy of the scope (the wrapper's), with the session in it; its send is
         # SessionMiddleware's (the cookie on http.response.start), skipped for body frames.
-        wrapper = InstanceSessionWrapper({**scope, "cookies": cookies}, send)
+        wrapper = InstanceSessionWrapper({**scope, **(extra or {}), "cookies": cookies}, send)
         await wrapper.resolve_session()
         inner_scope = wrapper.scope
         if inner_scope["session"].session_key is not None:
             user, viewer = await _resolve(inner_scope)
         else:
-            # No (valid) session key: get_user's answer, known without the session store.
-            user, viewer = AnonymousUser(), Viewer()
+            # No (valid) session key: get_user's answer, known without the session store
+            # (one AnonymousUser for all of them: it holds no state of its own).
+            user, viewer = _ANONYMOUS_USER, ANONYMOUS
         inner_scope["user"] = user
         inner_scope[VIEWER_KEY] = (user, viewer)
-        await self.inner(inner_scope, receive, wrapper.send)
+        return inner_scope, wrapper.send

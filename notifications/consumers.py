@@ -9,10 +9,12 @@ the replay; live events are written by the process's hub, and ``http.disconnect`
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import markcoroutinefunction
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
@@ -24,7 +26,7 @@ from .conf import app_settings
 from .events import hello_frame
 from .guard import IDENTITY_MARK
 from .hub import get_hub
-from .models import Viewer
+from .models import ANONYMOUS, Viewer
 from .stream import Stream
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,23 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stream: Stream | None = None
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> Any:
+        """Channels' ``as_asgi()`` without its coroutine: ``app()`` returns the consumer's own.
+
+        Channels' ``app`` awaits the consumer, so its frame lives as long as the stream (about
+        300 bytes each, docs/benchmarks.md); this one hands the consumer's coroutine to the
+        caller. Marked as a coroutine function, so servers and asgiref see an ASGI 3 app.
+        """
+
+        def app(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+            return cls(**initkwargs)(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        return markcoroutinefunction(app)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """``AsyncConsumer.__call__`` without two costs per stream (measured in docs/benchmarks.md).
@@ -144,7 +163,7 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
         if resolved is not None and resolved[0] is user:
             return resolved[1]  # type: ignore[no-any-return]
         if user is None or not user.is_authenticated:
-            return Viewer()
+            return ANONYMOUS
         return await _viewer(user, self.scope.get("session"))
 
     def _last_event_id(self) -> int | None:

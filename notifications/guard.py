@@ -98,44 +98,73 @@ class StreamGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        admitted = await self.admit(scope, receive, send)
+        if admitted is not None:
+            app, scope, receive, send = admitted
+            await app(scope, receive, send)
+
+    async def admit(self, scope: Scope, receive: Receive, send: Send) -> tuple[ASGIApp, Scope, Receive, Send] | None:
+        """The checks, the session and the user; then the app to run and its arguments, or None
+        if the request was answered here. ``asgi.with_streams`` awaits the app itself, so that no
+        coroutine of the guard's (nor of ``StreamAuth``'s) lives as long as the stream."""
         problem = host_problem(scope)
         if problem is not None:
             host_logger.warning(problem)
             await plain(send, 400, problem)
-            return
+            return None
         if scope["method"] != "GET":
             await plain(send, 405, "Method not allowed: the stream takes GET.", [(b"allow", b"GET")])
-            return
+            return None
         received = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return  # gone before the request ended: nothing to answer
+                return None  # gone before the request ended: nothing to answer
             received += len(message.get("body", b""))
             if received > self.body_limit:
                 await plain(send, 413, f"A request to the stream may carry at most {self.body_limit} body bytes.")
-                return
+                return None
             if not message.get("more_body", False):
                 break
         # Before the session and user are resolved (StreamAuth, inside): the consumer
         # ends the stream if its user's identity changes from here to its attach().
-        scope = {**scope, IDENTITY_MARK: get_hub().identity_mark()}
-        await self.app(scope, _after_empty_body(receive), send)
+        extra = {IDENTITY_MARK: get_hub().identity_mark()}
+        app = self.app
+        authenticate = getattr(app, "authenticate", None)
+        if authenticate is not None:
+            # StreamAuth: its one scope copy carries the mark, and its inner app is returned
+            # to be awaited by the caller, so neither a second copy nor its coroutine lives
+            # as long as the stream.
+            scope, send = await authenticate(scope, send, extra)
+            app = app.inner  # type: ignore[attr-defined]  # a StreamAuth (it has authenticate)
+        else:
+            scope = {**scope, **extra}
+        return app, scope, EmptyBodyFirst(receive), send
 
 
 #: The scope key carrying ``Hub.identity_mark()`` from the guard to the consumer.
 IDENTITY_MARK = "notifications.identity_mark"
 
 
-def _after_empty_body(receive: Receive) -> Receive:
-    """``receive`` that first says "an empty body, complete", then passes the real one on."""
-    pending = True
+class EmptyBodyFirst:
+    """``receive`` that first says "an empty body, complete", then is the real one.
 
-    async def inner() -> Message:
-        nonlocal pending
-        if pending:
-            pending = False
-            return {"type": "http.request", "body": b"", "more_body": False}
-        return await receive()
+    A small object rather than a closure and a coroutine: it lives as long as the stream, and
+    after the first message it returns the server's own ``receive()`` awaitable unwrapped.
+    """
 
-    return inner
+    __slots__ = ("receive", "pending")
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.pending = True
+
+    def __call__(self) -> Awaitable[Message]:
+        if self.pending:
+            self.pending = False
+            return _empty_body()
+        return self.receive()
+
+
+async def _empty_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -76,7 +76,7 @@ class Viewer:
     def of(cls, user: AbstractBaseUser | AnonymousUser | None, *, session_key: str | None = None) -> Viewer:
         """Build from a Django user (runs one query for the user's groups, if the model has groups)."""
         if user is None or not user.is_authenticated:
-            return cls()
+            return ANONYMOUS
 
         groups = getattr(user, "groups", None)
         group_ids = frozenset(groups.values_list("pk", flat=True)) if groups is not None else frozenset()
@@ -102,6 +102,10 @@ class Viewer:
     def mutes(self, category: str, level: str) -> bool:
         """Whether this viewer muted a notice of ``category`` and ``level`` (never uncategorised or ``error``)."""
         return bool(category) and level != Level.ERROR and category in self.muted
+
+
+#: The viewer of every stream without a signed-in user (a frozen value, shared).
+ANONYMOUS = Viewer()
 
 
 def event_key() -> Coalesce:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import random
+import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from . import servers, sse
 from .asgi_send import Resume, Send, body_send, run_eagerly
@@ -44,6 +46,56 @@ def _ignore(reason: str) -> None:
     pass
 
 
+#: ``Stream._updated`` until a stream writes its first update: most never do, and an empty
+#: dict each is 64 bytes.
+_NO_UPDATES: dict[int, float] = {}
+
+
+class _Expiry:
+    """Streams to close at their maximum age, bucketed by the whole second of their deadline.
+
+    A ``call_later`` per stream kept a ``TimerHandle``, its bound method and a heap entry alive
+    for the stream's life (about 270 bytes, docs/benchmarks.md); here a stream is one entry
+    in a set, and each second with deadlines has one timer.
+    """
+
+    __slots__ = ("loop", "buckets", "__weakref__")
+    _per_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Expiry]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buckets: dict[int, set[Stream]] = {}
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Expiry:
+        expiry = cls._per_loop.get(loop)
+        if expiry is None:
+            expiry = cls._per_loop[loop] = cls(loop)
+        return expiry
+
+    def add(self, stream: Stream, delay: float) -> int:
+        key = math.ceil(self.loop.time() + max(delay, 0.0))
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = set()
+            self.loop.call_at(key, self._fire, key)
+        bucket.add(stream)
+        return key
+
+    def discard(self, stream: Stream, key: int) -> None:
+        bucket = self.buckets.get(key)
+        if bucket is not None:
+            bucket.discard(stream)
+
+    def _fire(self, key: int) -> None:
+        for stream in self.buckets.pop(key, ()):
+            stream._timer = None
+            try:
+                stream.close()
+            except Exception:
+                logger.exception("Closing a stream at its maximum age failed.")
+
+
 class Stream:
     """One open SSE response.
 
@@ -70,7 +122,8 @@ class Stream:
         #: Frames waiting behind a send that did not complete at once; None when idle.
         self._outbox: collections.deque[dict[str, Any]] | None = None
         self.closed = False
-        self._timer: asyncio.TimerHandle | None = None
+        #: The second (loop time) whose ``_Expiry`` bucket holds this stream, once ``expire_after`` ran.
+        self._timer: int | None = None
         #: The server's transport when it shows its write buffer (daphne's does), else None.
         self._transport = servers.transport_of(self._send)
         #: Called with ``"pending"``, ``"outbox"`` or ``"unread_buffer"`` when the stream drops its client.
@@ -85,7 +138,7 @@ class Stream:
         #: Conflation (``UPDATE_INTERVAL``): when each recently updated notice's last update was
         #: written (loop time); the frames held behind a too-early update, ``(id, notice, frame)``
         #: with notice None for any other event; the timer that releases them.
-        self._updated: dict[int, float] = {}
+        self._updated: dict[int, float] = _NO_UPDATES  # a dict of its own at the first update
         self._held: collections.deque[tuple[int, int | None, bytes]] | None = None
         self._due: asyncio.TimerHandle | None = None
 
@@ -150,6 +203,8 @@ class Stream:
 
     def _note_update(self, notice: int, now: float) -> None:
         updated = self._updated
+        if updated is _NO_UPDATES:
+            updated = self._updated = {}
         updated[notice] = now
         if len(updated) > RECENT_UPDATES:
             for old in [n for n, at in updated.items() if now - at >= UPDATE_INTERVAL]:
@@ -200,13 +255,16 @@ class Stream:
         self._write(frame)
 
     def expire_after(self, seconds: float) -> None:
-        """Close the stream after ``seconds`` ±10 % so that clients spread over processes."""
-        delay = seconds * random.uniform(0.9, 1.1)
-        self._timer = asyncio.get_running_loop().call_later(delay, self.close)
+        """Close the stream after ``seconds`` ±10 % (to the next whole second) so that clients
+        spread over processes. One timer per second for all the loop's streams (``_Expiry``)."""
+        if self._timer is None and not self.closed:
+            self._timer = _Expiry.of(asyncio.get_running_loop()).add(self, seconds * random.uniform(0.9, 1.1))
 
     def release(self) -> None:
         """The response is over (the client left): write nothing more, forget the timers."""
-        for timer in (self._timer, self._watch, self._due):
+        if self._timer is not None:
+            _Expiry.of(asyncio.get_running_loop()).discard(self, self._timer)
+        for timer in (self._watch, self._due):
             if timer is not None:
                 timer.cancel()
         self._timer = self._watch = self._due = None

@@ -442,3 +442,21 @@ async def test_an_identity_change_while_the_stream_is_set_up_ends_it(alice, monk
     await again.read_until(has("hello"))
     assert not again.ended
     await again.close()
+
+
+def test_as_asgi_is_an_asgi3_app_that_returns_the_consumers_own_coroutine():
+    import asyncio
+
+    from asgiref.compatibility import guarantee_single_callable
+
+    from notifications.consumers import NotificationStreamConsumer
+
+    app = NotificationStreamConsumer.as_asgi()
+    assert asyncio.iscoroutinefunction(app)  # servers and asgiref take it as ASGI 3
+    assert guarantee_single_callable(app) is app
+    assert app.consumer_class is NotificationStreamConsumer and app.__name__ == "NotificationStreamConsumer"
+    coroutine = app({"type": "http"}, None, None)
+    try:
+        assert coroutine.cr_code is NotificationStreamConsumer.__call__.__code__  # no wrapper frame
+    finally:
+        coroutine.close()

@@ -157,3 +157,42 @@ async def test_other_scope_types_pass_unchanged():
     communicator = ApplicationCommunicator(StreamGuard(inner), {"type": "lifespan"})
     await communicator.wait(2)
     assert calls == ["lifespan"]
+
+
+class Recorder(Inner):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scopes: list[dict] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        self.scopes.append(scope)
+        await super().__call__(scope, receive, send)
+
+
+@pytest.mark.django_db
+async def test_the_identity_mark_reaches_the_app_with_stream_auth_in_one_copy():
+    from notifications.auth import VIEWER_KEY, StreamAuth
+    from notifications.guard import IDENTITY_MARK
+
+    inner = Recorder()
+    original = scope()
+    communicator = ApplicationCommunicator(StreamGuard(StreamAuth(inner)), original)
+    await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await communicator.receive_output(2)
+    await communicator.receive_output(2)
+    await communicator.wait(2)
+    assert status(start) == 200 and inner.calls == 1
+    [seen] = inner.scopes
+    assert isinstance(seen[IDENTITY_MARK], int) and not seen["user"].is_authenticated
+    assert seen[VIEWER_KEY][0] is seen["user"] and "session" in seen and "cookies" in seen
+    assert IDENTITY_MARK not in original  # the server's scope is never changed
+
+
+async def test_the_identity_mark_reaches_any_other_app_in_a_copy():
+    from notifications.guard import IDENTITY_MARK
+
+    inner = Recorder()
+    original = scope()
+    await run(original, {"type": "http.request", "body": b"", "more_body": False}, inner=inner)
+    [seen] = inner.scopes
+    assert isinstance(seen[IDENTITY_MARK], int) and IDENTITY_MARK not in original

@@ -84,3 +84,29 @@ async def test_past_the_memory_bound_a_stream_is_dropped_at_once(settings):
     for id in range(1, stream_module.MAX_UNSENT_BYTES // len(big) + 3):
         stream.deliver(id, big)
     assert stream.closed and drops == ["outbox"]
+
+
+async def test_max_age_closes_streams_by_the_second_one_timer_for_many_and_forgets_released_ones():
+    from notifications.stream import _Expiry
+
+    loop = asyncio.get_running_loop()
+    ended: list[int] = []
+
+    def sender(n: int):
+        async def send(message: dict) -> None:
+            if not message.get("more_body", True):
+                ended.append(n)
+        return send
+
+    streams = [Stream(Viewer(), sender(n)) for n in range(3)]
+    for stream in streams:
+        stream.go_live(b"", 0)
+    timers_before = len(loop._scheduled)  # type: ignore[attr-defined]
+    for stream in streams:
+        stream.expire_after(0.0)  # at the next whole second of loop time
+    expiry = _Expiry.of(loop)
+    assert len(expiry.buckets) == 1 and len(loop._scheduled) == timers_before + 1  # type: ignore[attr-defined]
+    streams[1].release()  # the client left: not closed later, not kept in the bucket
+    assert streams[1] not in next(iter(expiry.buckets.values()))
+    await eventually(lambda: sorted(ended) == [0, 2], timeout=3)
+    assert expiry.buckets == {}

@@ -34,7 +34,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
-from . import servers, sse
+from . import heap, servers, sse
 from .conf import app_settings
 from .events import (
     EVENTS_GROUP,
@@ -256,6 +256,7 @@ class Hub:
         if self.capabilities is None:
             self._probe(stream)
         self.streams.add(stream)
+        heap.streams_grew(len(self.streams))
         viewer = stream.viewer
         if viewer.user_id is not None:
             self._by_user[viewer.user_id].add(stream)
@@ -494,6 +495,8 @@ class Hub:
             await asyncio.sleep(TAIL_CHECK_SECONDS)
             since_join += TAIL_CHECK_SECONDS
             await self.check_tail()
+            if heap.sweep(time.monotonic()):
+                self.stats["heap_sweeps"] += 1
             if since_join >= rejoin_every:
                 since_join = 0.0
                 try:

@@ -376,6 +376,14 @@ def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
 def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, Any]:
     """N anonymous streams, ``cfg.broadcasts`` broadcasts ``cfg.interval`` s apart."""
     with session(kind, cfg, tag) as (server, clients):
+        # What one trigger costs the server with no stream open (the request, notify(), the
+        # publish): measured apart, so the fan-out's own CPU can be told from the trigger's.
+        for k in range(TRIGGER_WARMUP):
+            server.post("/bench/broadcast/", {"k": f"warm-{k}"})
+        trigger_cpu0 = server.cpu()
+        for k in range(cfg.broadcasts):
+            server.post("/bench/broadcast/", {"k": f"alone-{k}"})
+        trigger_cpu = (server.cpu() - trigger_cpu0) / cfg.broadcasts
         rss0, cpu0 = server.rss(), server.cpu()
         connect_start = time.monotonic()
         conn = connect(server, clients, [request(kind.stream_path)] * n, timeout=30 + n * 0.015)
@@ -428,6 +436,9 @@ def broadcast_run(kind: ServerKind, n: int, cfg: Config, tag: str) -> dict[str, 
             mem_per_stream=(rss1 - rss0) / max(ready, 1), fds=fds, threads=threads,
             broadcast_cpu_s=cpu2 - cpu1,
             cpu_per_event_us=(cpu2 - cpu1) / max(result["delivered"], 1) * 1e6,
+            trigger_cpu_ms=trigger_cpu * 1e3,
+            fanout_cpu_per_event_us=max(cpu2 - cpu1 - len(expected) * trigger_cpu, 0.0)
+            / max(result["delivered"], 1) * 1e6,
             sys_per_event_us=(sys2 - sys1) / max(result["delivered"], 1) * 1e6,
             client_cpu_per_event_us=(ccpu2 - ccpu1) / max(result["delivered"], 1) * 1e6,
             server_switches=sw2[0] - sw1[0], client_switches=sw2[1] - sw1[1],
@@ -594,7 +605,10 @@ def fmt_ms(seconds: float | None) -> str:
     return f"{seconds * 1000:,.0f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
 
-RATIO_KEYS = (("p99", "p99"), ("cpu_per_event_us", "cpu"), ("mem_per_stream", "mem"), ("connect_s", "connect"))
+RATIO_KEYS = (("p99", "p99"), ("cpu_per_event_us", "cpu"), ("mem_per_stream", "mem"), ("connect_s", "connect"),
+              ("fanout_cpu_per_event_us", "fanout"))
+#: Triggers sent before the measured ones (first-request imports, connections, caches).
+TRIGGER_WARMUP = 5
 
 
 def summarise(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -610,7 +624,7 @@ def summarise(cfg: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         "broadcast_cpu_s", "fds", "threads", "full_gcs", "full_gc_s", "full_gc_max_s",
                         "connect_full_gcs", "connect_full_gc_s", "first_p50", "first_max", "span_p50", "span_max"):
                 summary[key] = median(runs, key)
-            for key in ("sys_per_event_us", "client_cpu_per_event_us"):
+            for key in ("sys_per_event_us", "client_cpu_per_event_us", "trigger_cpu_ms", "fanout_cpu_per_event_us"):
                 summary[key] = median(runs, key) if all(key in r for r in runs) else None
             for key in ("lost", "dup", "ooo", "failed", "extra", "closed"):
                 summary[key] = sum(r[key] for r in runs)
@@ -639,7 +653,7 @@ def print_table(cfg: Config, table: list[dict[str, Any]]) -> None:
           " ratios (x) against the floor on the same server (the raw loop if no floor ran)")
     header = (f"{'server':<20} {'N':>6} {'connect':>9} {'p50':>9} {'p99':>9} {'max':>9} {'lost':>5} {'dup':>4} "
               f"{'ooo':>4} {'fail':>5} {'KiB/str':>8} {'CPU/ev':>8} {'fullGC':>7} {'p99 x':>6} {'CPU x':>6} "
-              f"{'mem x':>6} {'conn x':>6}")
+              f"{'mem x':>6} {'conn x':>6} {'trigger':>8} {'fan-out x':>9}")
     print(header)
     print("-" * len(header))
     for row in table:
@@ -648,7 +662,8 @@ def print_table(cfg: Config, table: list[dict[str, Any]]) -> None:
               f"{fmt_ms(row['p99']):>9} {fmt_ms(row['max']):>9} {row['lost']:>5} {row['dup']:>4} {row['ooo']:>4} "
               f"{row['failed']:>5} {row['mem_per_stream'] / 1024:>8.1f} {row['cpu_per_event_us']:>6.1f}us {gcs:>7} "
               f"{_ratio(table, row, 'p99'):>6} {_ratio(table, row, 'cpu_per_event_us'):>6} "
-              f"{_ratio(table, row, 'mem_per_stream'):>6} {_ratio(table, row, 'connect_s'):>6}")
+              f"{_ratio(table, row, 'mem_per_stream'):>6} {_ratio(table, row, 'connect_s'):>6} "
+              f"{row['trigger_cpu_ms'] or 0:>6.2f}ms {_ratio(table, row, 'fanout_cpu_per_event_us'):>9}")
 
 
 def markdown(cfg: Config, table: list[dict[str, Any]], targeted: list[dict[str, Any]],
@@ -674,8 +689,9 @@ def markdown(cfg: Config, table: list[dict[str, Any]], targeted: list[dict[str, 
                 "run just before it in the same round), then their median (**bold**); the load clients' CPU "
                 "per event.", "",
                 "| server | N | p99 × floor, by round | CPU × floor, by round | memory × floor, by round "
-                "| connect × floor, by round | system CPU per event | client CPU per event |",
-                "|---|---:|---|---|---|---|---:|---:|"]
+                "| connect × floor, by round | system CPU per event | client CPU per event "
+                "| one trigger alone (server CPU) | fan-out CPU × floor (trigger taken out), by round |",
+                "|---|---:|---|---|---|---|---:|---:|---:|---|"]
 
         def cell(values: list[float]) -> str:
             if not values:
@@ -684,10 +700,13 @@ def markdown(cfg: Config, table: list[dict[str, Any]], targeted: list[dict[str, 
 
         for row in paired:
             sys_us, client_us = row.get("sys_per_event_us"), row.get("client_cpu_per_event_us")
+            trigger = "-" if row.get("trigger_cpu_ms") is None else f"{row['trigger_cpu_ms']:.2f} ms"
             out.append(f"| {KINDS[row['server']].label} | {row['n']:,} | {cell(row['p99_ratios'])} "
                        f"| {cell(row['cpu_ratios'])} | {cell(row['mem_ratios'])} | {cell(row['connect_ratios'])} "
                        f"| {'-' if sys_us is None else f'{sys_us:.1f} µs'} "
-                       f"| {'-' if client_us is None else f'{client_us:.1f} µs'} |")
+                       f"| {'-' if client_us is None else f'{client_us:.1f} µs'} "
+                       f"| {trigger} "
+                       f"| {cell(row.get('fanout_ratios', []))} |")
     if targeted:
         out += ["", "Targeted: one stream and one notification per user (latency from the server's send).", "",
                 "| server | users | connected | p50 | p99 | max | lost / dup / out of order | CPU per event |",

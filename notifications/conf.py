@@ -68,7 +68,7 @@ class Settings:
 
     @property
     def FREEZE_HEAP(self) -> bool:
-        """``gc.freeze()`` once, when the process opens its first stream (``notifications.heap``)."""
+        """``gc.freeze()`` at the first stream and as streams grow, swept now and then (``notifications.heap``)."""
         return bool(setting("NOTIFICATIONS_FREEZE_HEAP"))
 
     @property

@@ -86,8 +86,24 @@ def as_notification(frame: bytes) -> bytes:
 
 
 def hello_frame(username: str | None, cursor: int) -> bytes:
-    """``event: hello``: who the stream is for and the id it is complete up to (SPEC §6)."""
+    """``event: hello``: who the stream is for and the id it is complete up to (SPEC §6).
+
+    The anonymous one is kept for its cursor: a connect burst of visitors encodes it once.
+    """
+    global _anonymous_hello
+    if username is None:
+        if _anonymous_hello[0] != cursor:
+            _anonymous_hello = (cursor, _hello(None, cursor))
+        return _anonymous_hello[1]
+    return _hello(username, cursor)
+
+
+def _hello(username: str | None, cursor: int) -> bytes:
     return sse.encode_event(dumps({"user": username, "cursor": cursor}), event="hello", id=cursor)
+
+
+#: ``(cursor, frame)`` of the last anonymous ``hello``.
+_anonymous_hello: tuple[int | None, bytes] = (None, b"")
 
 
 def reset_frame(reason: str, cursor: int) -> bytes:

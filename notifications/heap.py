@@ -62,7 +62,8 @@ def streams_grew(streams: int) -> None:
         return
     gc.freeze()
     _frozen_at = streams
-    logger.debug("notifications: %d objects frozen at %d open streams.", gc.get_freeze_count(), streams)
+    if logger.isEnabledFor(logging.DEBUG):  # counting the frozen objects walks all of them
+        logger.debug("notifications: %d objects frozen at %d open streams.", gc.get_freeze_count(), streams)
 
 
 def sweep(now: float) -> bool:
@@ -74,5 +75,6 @@ def sweep(now: float) -> bool:
     gc.unfreeze()
     collected = gc.collect()
     gc.freeze()
-    logger.debug("notifications: heap swept, %d objects collected, %d frozen.", collected, gc.get_freeze_count())
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("notifications: heap swept, %d objects collected, %d frozen.", collected, gc.get_freeze_count())
     return True

@@ -94,3 +94,20 @@ def test_id_only_block_moves_cursor_without_an_event():
     parser = Parser()
     assert parser.feed(sse.encode_id(5)) == []
     assert parser.last_event_id == "5"
+
+
+def test_hello_frames_anonymous_kept_per_cursor_and_always_right():
+    import json
+
+    from notifications.events import hello_frame
+
+    def parsed(frame: bytes) -> tuple[str, dict]:
+        lines = dict(line.split(": ", 1) for line in frame.decode().strip().splitlines())
+        return lines["id"], json.loads(lines["data"])
+
+    first = hello_frame(None, 5)
+    assert hello_frame(None, 5) is first  # encoded once for a burst at one cursor
+    assert parsed(first) == ("5", {"user": None, "cursor": 5})
+    assert parsed(hello_frame(None, 6)) == ("6", {"user": None, "cursor": 6})
+    assert parsed(hello_frame("alice", 6)) == ("6", {"user": "alice", "cursor": 6})
+    assert parsed(hello_frame(None, 5)) == ("5", {"user": None, "cursor": 5})

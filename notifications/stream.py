@@ -87,6 +87,16 @@ class _Expiry:
         if bucket is not None:
             bucket.discard(stream)
 
+    @classmethod
+    def forget(cls, stream: Stream, key: int) -> None:
+        """Take ``stream`` out of its bucket, from its loop or (no loop running here) any loop's."""
+        try:
+            expiries = [cls.of(asyncio.get_running_loop())]
+        except RuntimeError:
+            expiries = list(cls._per_loop.values())
+        for expiry in expiries:
+            expiry.discard(stream, key)
+
     def _fire(self, key: int) -> None:
         for stream in self.buckets.pop(key, ()):
             stream._timer = None
@@ -263,7 +273,7 @@ class Stream:
     def release(self) -> None:
         """The response is over (the client left): write nothing more, forget the timers."""
         if self._timer is not None:
-            _Expiry.of(asyncio.get_running_loop()).discard(self, self._timer)
+            _Expiry.forget(self, self._timer)
         for timer in (self._watch, self._due):
             if timer is not None:
                 timer.cancel()

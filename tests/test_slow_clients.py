@@ -110,3 +110,22 @@ async def test_max_age_closes_streams_by_the_second_one_timer_for_many_and_forge
     assert streams[1] not in next(iter(expiry.buckets.values()))
     await eventually(lambda: sorted(ended) == [0, 2], timeout=3)
     assert expiry.buckets == {}
+
+
+def test_a_stream_released_outside_its_loop_leaves_its_bucket():
+    from notifications.stream import _Expiry
+
+    loop = asyncio.new_event_loop()
+    try:
+        stream = Stream(Viewer(), lambda message: None)
+
+        async def arm() -> None:
+            stream.expire_after(60.0)
+
+        loop.run_until_complete(arm())
+        [bucket] = _Expiry.of(loop).buckets.values()
+        assert stream in bucket
+        stream.release()  # no loop running here (a sync clean-up path)
+        assert stream not in bucket and stream.closed
+    finally:
+        loop.close()

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import gclog
+from tests.support.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -126,24 +127,6 @@ def switches(pid: int) -> int:
     return total
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
-
-
 def django_env(settings: str, database: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFICATIONS_", "DJANGO_", "REDIS_URL"))}
     env.update(DJANGO_SETTINGS_MODULE=settings, DJANGO_SECRET_KEY="insecure-key-for-benchmarks-only",
@@ -169,7 +152,7 @@ class Server:
         self.proc = subprocess.Popen(kind.command(self.port), env=env, cwd=kind.root, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         self.database = database
-        wait_for_port(self.port, self.proc)
+        wait_for_port(self.port, timeout=30, proc=self.proc)
 
     @property
     def pid(self) -> int:

@@ -527,11 +527,7 @@ class Hub:
             id = event.id
             if id <= self.head:  # a catch-up got there while this one waited for the lock
                 return
-            self.head = id
-            self.window.add(event)
-            self.stats["events"] += 1
-            streams, user_frame, anon_frame, update_of = self._recipients(event)
-            self.stats["deliveries"] += len(streams)
+            streams, user_frame, anon_frame, update_of = self._advance(event)
             async for some in _slices(streams):
                 for stream in some:
                     stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame, update_of)
@@ -555,17 +551,23 @@ class Hub:
                 if id != self.head + 1 or self._catch_up_task is not None:
                     await self._on_event(event)  # dropped or held: decided before any await
                     continue
-                self.head = id
-                self.window.add(event)
-                self.stats["events"] += 1
-                streams, user_frame, anon_frame, update_of = self._recipients(event)
-                self.stats["deliveries"] += len(streams)
+                streams, user_frame, anon_frame, update_of = self._advance(event)
                 for stream in streams:
                     if budget == 0:
                         await asyncio.sleep(0)
                         budget = FANOUT_SLICE
                     budget -= 1
                     stream.deliver(id, user_frame if stream.viewer.user_id is not None else anon_frame, update_of)
+
+    def _advance(self, event: Event) -> tuple[list[Stream], bytes, bytes, int | None]:
+        """``event`` is the next id: move ``head`` and the memory window to it, count it, and
+        return its recipients (``_recipients``), for one event or each of a batch alike."""
+        self.head = event.id
+        self.window.add(event)
+        self.stats["events"] += 1
+        recipients = self._recipients(event)
+        self.stats["deliveries"] += len(recipients[0])
+        return recipients
 
     def _recipients(self, event: Event) -> tuple[list[Stream], bytes, bytes, int | None]:
         """Who gets ``event`` on this process, decided in memory for one event or a batch alike:

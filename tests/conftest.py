@@ -58,3 +58,15 @@ async def fresh_hub(settings):
     yield
     await get_hub().stop()
     await get_channel_layer().flush()
+
+
+@pytest.fixture
+async def harness():
+    """A ``Hub`` on a fake channel layer with injected database reads (``tests.support.hub``): ``(hub, layer, db)``."""
+    from notifications.hub import Hub
+    from tests.support.hub import Database, FakeLayer
+
+    layer, db = FakeLayer(), Database()
+    hub = Hub(layer=layer, newest_id=db.newest_id, fetch_after=db.fetch_after)
+    yield hub, layer, db
+    await hub.stop()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from notifications.hub import FANOUT_SLICE, Hub
 from notifications.models import Viewer
 from notifications.window import Window
 from tests.support import eventually
+from tests.support.hub import Database, FakeLayer, Recorder, publish, user_streams
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -24,76 +24,6 @@ pytestmark = pytest.mark.timeout(20)
 def event(id: int, audience: str = "everyone", target: int | None = None, *, read: bool = True) -> Event:
     return Event(id, audience, target, f"user {id}".encode(), f"anon {id}".encode(),
                  f"read {id}".encode() if read else None)
-
-
-class FakeLayer:
-    """Enough of a channel layer for the hub: a queue per channel, groups, injectable receive failures."""
-
-    group_expiry = 86400
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.groups: dict[str, set[str]] = {}
-        self.fail_receives = 0
-        self.joins = 0
-
-    async def new_channel(self, prefix: str) -> str:
-        return prefix + "1"
-
-    async def group_add(self, group: str, channel: str) -> None:
-        self.joins += 1
-        self.groups.setdefault(group, set()).add(channel)
-
-    async def group_discard(self, group: str, channel: str) -> None:
-        self.groups.get(group, set()).discard(channel)
-
-    async def receive(self, channel: str) -> Any:
-        if self.fail_receives:
-            self.fail_receives -= 1
-            raise ConnectionError("redis went away")
-        return await self.queue.get()
-
-
-class Database:
-    """The committed rows, as the hub's injected reads see them; reads can be made to fail."""
-
-    def __init__(self) -> None:
-        self.rows: dict[int, Event] = {}
-        self.fetches: list[tuple[int, int]] = []
-        self.fail_fetches = 0
-
-    def commit(self, *events: Event) -> None:
-        for e in events:
-            self.rows[e.id] = e
-
-    async def newest_id(self) -> int:
-        return max(self.rows, default=0)
-
-    async def fetch_after(self, after: int, limit: int) -> list[Event]:
-        self.fetches.append((after, limit))
-        if self.fail_fetches:
-            self.fail_fetches -= 1
-            raise OSError("database is down")
-        return [self.rows[id] for id in sorted(self.rows) if id > after][:limit]
-
-
-class Recorder:
-    """A server ``send`` that never waits and remembers the bodies written to it."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    async def __call__(self, message: dict[str, Any]) -> None:
-        if message["body"]:
-            self.frames.append(message["body"])
-
-
-@pytest.fixture
-async def harness():
-    layer, db = FakeLayer(), Database()
-    hub = Hub(layer=layer, newest_id=db.newest_id, fetch_after=db.fetch_after)
-    yield hub, layer, db
-    await hub.stop()
 
 
 def live_streams(hub: Hub, count: int, viewer: Viewer | None = None) -> list[Recorder]:
@@ -105,13 +35,6 @@ def live_streams(hub: Hub, count: int, viewer: Viewer | None = None) -> list[Rec
         stream.go_live(b"", cursor)
         sends.append(send)
     return sends
-
-
-async def publish(layer: FakeLayer, db: Database, *events: Event, commit: bool = True) -> None:
-    if commit:
-        db.commit(*events)
-    for e in events:
-        layer.queue.put_nowait(e.to_message())
 
 
 def anon(*ids: int) -> list[bytes]:
@@ -439,18 +362,6 @@ def test_events_without_a_read_frame_empty_the_window():
 
 
 # -- identity changes (issue 12 rows 1 and 2) ----------------------------------------------------
-
-
-def user_streams(hub: Hub, viewer: Viewer, count: int = 1, *, live: bool = True) -> list[tuple[Any, Recorder]]:
-    out = []
-    for _ in range(count):
-        send = Recorder()
-        stream = hub.new_stream(viewer, send)
-        cursor, _ = hub.attach(stream)
-        if live:
-            stream.go_live(b"", cursor)
-        out.append((stream, send))
-    return out
 
 
 ALICE = Viewer(user_id=7, username="alice", group_ids=frozenset({1}), session="s-one", auth="a-one")

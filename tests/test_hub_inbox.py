@@ -9,20 +9,12 @@ import time
 import pytest
 
 from notifications.events import PREFERENCES_TYPE, Event, PreferenceChange, ReadEvent, archive_frame, parse
-from notifications.hub import Hub
 from notifications.models import Viewer
 from tests.support import eventually
-from tests.test_hub import Database, FakeLayer, publish, user_streams
+from tests.support.hub import publish, user_streams
 
 pytestmark = pytest.mark.timeout(20)
 
-
-@pytest.fixture
-async def harness():
-    layer, db = FakeLayer(), Database()
-    hub = Hub(layer=layer, newest_id=db.newest_id, fetch_after=db.fetch_after)
-    yield hub, layer, db
-    await hub.stop()
 
 ALICE = Viewer(user_id=7, username="alice", muted=frozenset({"billing"}))
 BOB = Viewer(user_id=8, username="bob")

@@ -11,24 +11,15 @@ import pytest
 
 from notifications import stream as stream_module
 from notifications.events import BadMessage, Event, parse
-from notifications.hub import Hub
 from notifications.models import Viewer
 from notifications.window import Window
 from tests.support import eventually
-from tests.test_hub import Database, FakeLayer, Recorder, publish, user_streams
+from tests.support.hub import Recorder, publish, user_streams
 
 pytestmark = pytest.mark.timeout(20)
 
 ALICE = Viewer(user_id=7, username="alice", group_ids=frozenset({1}))
 BOB = Viewer(user_id=8, username="bob")
-
-
-@pytest.fixture
-async def harness():
-    layer, db = FakeLayer(), Database()
-    hub = Hub(layer=layer, newest_id=db.newest_id, fetch_after=db.fetch_after)
-    yield hub, layer, db
-    await hub.stop()
 
 
 def created(id: int, *, audience: str = "everyone", target: int | None = None) -> Event:

@@ -133,6 +133,8 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
             await self._plain(503, "Notifications are unavailable right now.", [(b"Retry-After", b"5")])
             return
 
+        # Before anything is registered: the one read for a cursor ahead of this hub (rare).
+        known = await hub.known_up_to(last_event_id)
         stream = self.stream = hub.new_stream(viewer, self.send)
         await stream.open(STREAM_HEADERS, app_settings.RETRY_MS)
         # Subscribed before the replay query, and the memory window read in the same step:
@@ -144,7 +146,7 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
             hub.count("identity_ends")
             stream.close()
             return
-        cursor, recent = hub.attach(stream, last_event_id)
+        cursor, recent = hub.attach(stream, last_event_id, known)
         frames = b""
         if last_event_id is not None:
             answer = await replay.replay(viewer, last_event_id, cursor, app_settings.REPLAY_LIMIT, recent)

@@ -245,10 +245,29 @@ class Hub:
 
     # -- streams ------------------------------------------------------------------------
 
-    def attach(self, stream: Stream, after: int | None = None) -> tuple[int, list[Event] | None]:
+    async def known_up_to(self, after: int | None) -> int:
+        """For a ``Last-Event-ID`` ahead of this hub's ``head``: how far the client already has
+        everything (its cursor, but never past the newest id the database holds), else 0.
+
+        A client can be ahead of a process's hub: its page was rendered from the database, or
+        its last stream was on another process, while this hub has not yet heard of those ids
+        (the in-memory layer does not cross processes; a hub finds them at its tail check).
+        They must not be sent to it again. Capped by the database so that a cursor from a
+        database since reset (a development ``db.sqlite3`` recreated) does not silence the stream.
+        """
+        if after is None or after <= self.head:
+            return 0
+        try:
+            return min(after, await self._newest_id())
+        except Exception:
+            logger.warning("Reading the newest id for a cursor ahead of the hub failed.", exc_info=True)
+            return 0
+
+    def attach(self, stream: Stream, after: int | None = None, known: int = 0) -> tuple[int, list[Event] | None]:
         """Register a stream before its replay; returns ``(cursor, recent)``.
 
-        Every id above ``cursor`` (the hub's head) reaches the stream through ``deliver``.
+        Every id above ``cursor`` (the hub's head, or ``known`` from ``known_up_to`` if that is
+        further) reaches the stream through ``deliver``; ids up to it are never written to it.
         ``recent`` is what the viewer missed after ``after`` up to ``cursor`` from the memory
         window, or None when memory does not reach back to ``after`` (or ``after`` is None):
         read in the same step, so the two meet exactly at ``cursor``.
@@ -264,9 +283,10 @@ class Hub:
             self._by_group[group_id].add(stream)
         for category in viewer.muted:
             self._muting[category].add(stream)
-        stream.sent_through = self.head
+        cursor = max(self.head, known)
+        stream.sent_through = cursor
         recent = self.window.after(viewer, after) if after is not None else None
-        return self.head, recent
+        return cursor, recent
 
     def detach(self, stream: Stream) -> None:
         self.streams.discard(stream)

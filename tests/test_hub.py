@@ -682,3 +682,29 @@ async def test_a_batch_respects_muting_and_expiry_like_one_event(harness):
     layer.queue.put_nowait(batch.to_message())
     await eventually(lambda: hub.head == 4 and other_send.frames == [b"fine 4"])
     assert muter_send.frames == [b"error 2"]  # muted category skipped; error breaks through
+
+
+# -- a client ahead of this hub ---------------------------------------------------------------------
+
+
+async def test_a_cursor_ahead_of_the_hub_is_not_sent_again_up_to_what_the_database_holds(harness):
+    """A page rendered from the database (or a stream on another process) can hold ids this hub
+    has not heard of yet: they are not written again when the hub catches up; a cursor beyond
+    the database (a database since reset) counts only up to the newest id it holds."""
+    hub, layer, db = harness
+    db.commit(*(event(id) for id in range(1, 6)))
+    await hub.start()
+    assert hub.head == 5
+    db.commit(*(event(id) for id in range(6, 10)))  # committed by another process, not yet heard of
+    ahead, beyond = Recorder(), Recorder()
+    for send, after in ((ahead, 8), (beyond, 500)):
+        stream = hub.new_stream(Viewer(), send)
+        cursor, recent = hub.attach(stream, after, await hub.known_up_to(after))
+        assert recent == [] and cursor == min(after, 9)
+        stream.go_live(b"", cursor)
+    assert await hub.known_up_to(4) == 0 and await hub.known_up_to(None) == 0
+    await hub.check_tail()
+    await eventually(lambda: hub.head == 9)
+    await publish(layer, db, event(10))
+    await eventually(lambda: ahead.frames == anon(9, 10))
+    assert beyond.frames == anon(10)

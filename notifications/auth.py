@@ -17,7 +17,10 @@ was most of the product's connect time and memory above the floor (docs/benchmar
   and the session flush when it fails), run in the same ``database_sync_to_async`` call
   that builds the ``Viewer`` (its groups query): one thread hop for a signed-in stream,
   none for a request without a (well-formed) session key (``AnonymousUser``, as ``get_user``
-  answers for a session without a key, which never reads the session store).
+  answers for a session without a key, which never reads the session store);
+* a request with no session cookie at all (and ``SESSION_SAVE_EVERY_REQUEST`` off) gets an
+  empty ``SessionStore`` and the server's own ``send``: Channels' wrapper would save nothing
+  and set no cookie for it, so it is not built (the stream never writes the session).
 
 ``scope["user"]`` and ``scope["session"]`` are then what ``AuthMiddlewareStack`` gives
 (the user itself rather than a lazy proxy of it); the resolved ``Viewer`` is left in
@@ -28,12 +31,15 @@ Channels and models only.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from importlib import import_module
 from typing import Any
 
 from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.sessions import InstanceSessionWrapper
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
+from django.contrib.sessions.backends.base import SessionBase
 from django.http import parse_cookie
 
 from .models import ANONYMOUS, Viewer
@@ -51,6 +57,11 @@ VIEWER_KEY = "notifications.viewer"
 #: function it wraps as ``func``), so that it runs inside ``_resolve``'s one hop.
 _get_user: Callable[[Scope], Any] = get_user.func
 _ANONYMOUS_USER = AnonymousUser()
+
+
+def _session_store() -> type[SessionBase]:
+    """``SESSION_ENGINE``'s ``SessionStore`` (as Channels' ``InstanceSessionWrapper`` imports it)."""
+    return import_module(settings.SESSION_ENGINE).SessionStore  # type: ignore[no-any-return]
 
 
 def cookies_of(scope: Scope) -> dict[str, str]:
@@ -91,6 +102,13 @@ class StreamAuth:
         if "headers" not in scope:
             raise ValueError("StreamAuth takes HTTP scopes (with headers) only.")
         cookies = cookies_of(scope)
+        if settings.SESSION_COOKIE_NAME not in cookies and not settings.SESSION_SAVE_EVERY_REQUEST:
+            # No session cookie: an empty session that nothing here modifies, so Channels'
+            # wrapper would neither save it nor set or delete a cookie. Skip the wrapper (its
+            # object, a second scope copy, a lazy session and a send layer per stream).
+            inner_scope = {**scope, **(extra or {}), "cookies": cookies, "session": _session_store()(None),
+                           "user": _ANONYMOUS_USER, VIEWER_KEY: (_ANONYMOUS_USER, ANONYMOUS)}
+            return inner_scope, send
         # One copy of the scope (the wrapper's), with the session in it; its send is
         # SessionMiddleware's (the cookie on http.response.start), skipped for body frames.
         wrapper = InstanceSessionWrapper({**scope, **(extra or {}), "cookies": cookies}, send)

@@ -1,10 +1,18 @@
-"""The app's settings, one typed property each, with defaults, read at use time (never at import)."""
+"""The app's settings, one typed property each, with defaults, read at use time (never at import).
+
+A stream's connect reads several of them, and ``getattr(settings, name, default)`` for a
+setting the project left out raises and catches an ``AttributeError`` inside Django each time
+(about 1.5 µs). So values are remembered per process and forgotten when Django's
+``setting_changed`` signal names them (``override_settings``, pytest-django's ``settings``),
+which is the only supported way to change settings at run time.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 DEFAULTS: dict[str, Any] = {
     "NOTIFICATIONS_HEARTBEAT": 15,
@@ -20,9 +28,23 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+_values: dict[str, Any] = {}
+
+
 def setting(name: str) -> Any:
     """The raw value of a NOTIFICATIONS_* setting, or its default (what the checks validate)."""
-    return getattr(settings, name, DEFAULTS[name])
+    try:
+        return _values[name]
+    except KeyError:
+        value = _values[name] = getattr(settings, name, DEFAULTS[name])
+        return value
+
+
+def _forget(*, setting: str, **kwargs: Any) -> None:
+    _values.pop(setting, None)
+
+
+setting_changed.connect(_forget, dispatch_uid="notifications.conf")
 
 
 class Settings:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.http.request import split_domain_port, validate_host
 
 from .hub import get_hub
@@ -52,12 +53,39 @@ def raw_host(scope: Scope) -> str:
     return name if port == ("443" if secure else "80") else f"{name}:{port}"
 
 
+#: ``host_problem``'s answers by host, for the settings in force (cleared when they change);
+#: at most ``_HOSTS_KEPT`` of them, so random ``Host`` headers cannot grow it.
+_host_answers: dict[str, str | None] = {}
+_HOSTS_KEPT = 64
+
+
+def _forget_hosts(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("ALLOWED_HOSTS", "DEBUG", "USE_X_FORWARDED_HOST"):
+        _host_answers.clear()
+
+
+setting_changed.connect(_forget_hosts, dispatch_uid="notifications.guard")
+
+
 def host_problem(scope: Scope) -> str | None:
     """Why this request's host is refused (Django's ``get_host()`` rule and wording), or None.
 
     With ``DEBUG`` on and ``ALLOWED_HOSTS`` empty, localhost variants pass, as in Django.
+    Answers are remembered per host (a stream's connect asks this for every one).
     """
     host = raw_host(scope)
+    try:
+        return _host_answers[host]
+    except KeyError:
+        pass
+    answer = _host_problem(host)
+    if len(_host_answers) >= _HOSTS_KEPT:
+        _host_answers.clear()
+    _host_answers[host] = answer
+    return answer
+
+
+def _host_problem(host: str) -> str | None:
     allowed_hosts: Iterable[str] = settings.ALLOWED_HOSTS
     if settings.DEBUG and not allowed_hosts:
         allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]

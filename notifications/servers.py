@@ -84,10 +84,14 @@ def transport_of(send: Any) -> Any:
     uvicorn's ``send`` waits while the client does not read (flow control), so its buffer
     never grows past its high-water mark and the fan-out's outbox limit applies instead.
     """
-    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
-    transport = getattr(getattr(protocol, "channel", None), "transport", None)
-    needed = ("dataBuffer", "offset", "_tempDataLen", "producerPaused", "abortConnection")
-    return transport if all(hasattr(transport, name) for name in needed) else None
+    if not (isinstance(send, functools.partial) and send.args):
+        return None  # not daphne's: asked once per stream, so no attribute probes (each a caught error)
+    transport = getattr(getattr(send.args[0], "channel", None), "transport", None)
+    return transport if all(hasattr(transport, name) for name in _DAPHNE_TRANSPORT) else None
+
+
+#: What ``transport_of`` needs of daphne's transport (Twisted's ``FileDescriptor``).
+_DAPHNE_TRANSPORT = ("dataBuffer", "offset", "_tempDataLen", "producerPaused", "abortConnection")
 
 
 def abort(send: Any) -> bool:

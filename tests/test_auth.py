@@ -120,3 +120,32 @@ async def test_the_viewer_is_resolved_with_the_user(alice, group):
     assert viewer.group_ids == frozenset({group.pk})
     assert viewer.session == digest(key)
     assert not inner.set_cookie()  # an untouched session sets no cookie
+
+
+async def test_no_session_cookie_no_session_wrapper():
+    """A visitor with no session cookie: an empty session and the server's own send (nothing
+    to save, no cookie to set); with ``SESSION_SAVE_EVERY_REQUEST`` Channels' wrapper stays."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "headers": [(b"host", b"testserver"), (b"cookie", b"other=1")]}
+    inner_scope, inner_send = await auth.StreamAuth(Inner()).authenticate(scope, send, {"mark": 7})
+    assert inner_send is send
+    assert inner_scope["cookies"] == {"other": "1"} and inner_scope["mark"] == 7
+    assert inner_scope["session"].session_key is None and inner_scope["session"].is_empty()
+    assert not inner_scope["user"].is_authenticated and inner_scope[auth.VIEWER_KEY][1] == Viewer()
+    assert "cookies" not in scope and "session" not in scope  # the caller's scope is not changed
+
+
+async def test_save_every_request_keeps_channels_session_wrapper(settings):
+    settings.SESSION_SAVE_EVERY_REQUEST = True
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    scope = {"type": "http", "method": "GET", "headers": [(b"host", b"testserver")]}
+    _scope, inner_send = await auth.StreamAuth(Inner()).authenticate(scope, send)
+    assert inner_send is not send
+    assert getattr(inner_send, "__func__", None) is auth.InstanceSessionWrapper.send

@@ -67,3 +67,17 @@ def test_redis_layer_with_debug_off_is_fine(settings):
 def test_missing_layer_is_an_error(settings):
     settings.CHANNEL_LAYERS = {}
     assert ids(check_channel_layer()) == ["notifications.E008"]
+
+
+def test_settings_are_read_again_when_django_says_they_changed(settings):
+    """``conf`` remembers values per process; ``setting_changed`` (override_settings) renews them."""
+    from django.test import override_settings
+
+    from notifications.conf import app_settings
+
+    assert app_settings.RETRY_MS == 3000
+    with override_settings(NOTIFICATIONS_RETRY_MS=1234):
+        assert app_settings.RETRY_MS == 1234
+    assert app_settings.RETRY_MS == 3000
+    settings.NOTIFICATIONS_PUBLIC = False
+    assert app_settings.PUBLIC is False

@@ -196,3 +196,16 @@ async def test_the_identity_mark_reaches_any_other_app_in_a_copy():
     await run(original, {"type": "http.request", "body": b"", "more_body": False}, inner=inner)
     [seen] = inner.scopes
     assert isinstance(seen[IDENTITY_MARK], int) and IDENTITY_MARK not in original
+
+
+def test_remembered_answers_follow_allowed_hosts_and_stay_bounded(settings):
+    from notifications import guard
+
+    settings.ALLOWED_HOSTS = ["localhost"]
+    assert host_problem(scope(host=b"example.com")) is not None
+    settings.ALLOWED_HOSTS = ["example.com"]  # setting_changed: the remembered refusal is forgotten
+    assert host_problem(scope(host=b"example.com")) is None
+    for k in range(3 * guard._HOSTS_KEPT):  # an attacker's random Host headers
+        assert host_problem(scope(host=f"h{k}.evil.com".encode())) is not None
+        assert len(guard._host_answers) <= guard._HOSTS_KEPT
+    assert host_problem(scope(host=b"example.com")) is None

@@ -73,6 +73,8 @@ KINDS = {
         ServerKind("raw-daphne", "raw ASGI loop, daphne", "bench.raw_app:app", "daphne", None),
         ServerKind("floor-daphne", "floor (ASGI loop, 64 per turn), daphne", "bench.raw_app:floor", "daphne", None),
         ServerKind("product-daphne", "our product, daphne", "project.asgi:application", "daphne", "bench.settings"),
+        ServerKind("async-daphne", "our product, anotify() trigger (no Django view), daphne", "bench.asgi:application",
+                   "daphne", "bench.settings"),
         ServerKind("eventstream-daphne", "django-eventstream 5, daphne", "bench.es_asgi:application", "daphne",
                    "bench.es_settings", stream_path="/events/", user_path="/events/user/{user}/"),
         ServerKind("raw-uvicorn", "raw ASGI loop, uvicorn+uvloop+httptools", "bench.raw_app:app", "uvicorn", None),
@@ -80,6 +82,8 @@ KINDS = {
                    "uvicorn", None),
         ServerKind("product-uvicorn", "our product, uvicorn+uvloop+httptools", "project.asgi:application",
                    "uvicorn", "bench.settings"),
+        ServerKind("async-uvicorn", "our product, anotify() trigger (no Django view), uvicorn+uvloop+httptools",
+                   "bench.asgi:application", "uvicorn", "bench.settings"),
     ]
 }
 if os.environ.get("BENCH_BEFORE"):

@@ -175,7 +175,10 @@ class NotificationStreamConsumer(AsyncHttpConsumer):
                 header = sse.parse_last_event_id(value)
                 if header is not None:
                     return header
-        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        query_string = self.scope.get("query_string", b"")
+        if not query_string:
+            return None
+        query = parse_qs(query_string.decode("latin-1"), keep_blank_values=True)
         values = query.get("last_event_id")
         if not values:
             return None

@@ -191,6 +191,9 @@ class Hub:
                 self._started.exception()  # mark retrieved
                 self._started = None
                 raise
+        if self._started.done():
+            self._started.result()  # started (every connect after the first): no shield to build
+            return
         await asyncio.shield(self._started)
 
     async def _join(self) -> None:

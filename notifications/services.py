@@ -168,17 +168,19 @@ async def anotify(
     own (async code holds no transaction), and then published from the event loop it was
     awaited on: no second hop back to the loop, as ``sync_to_async(notify)`` would take.
     """
-    notification = await database_sync_to_async(_create)(
+    notification, message = await database_sync_to_async(_create)(
         title, body=body, level=level, url=url, recipient=recipient, group=group, category=category,
         data=data, expires_at=expires_at, progress=progress)
-    await apublish_many([event_message(notification)])
+    await apublish_many([message])
     return notification
 
 
-def _create(title: str, **fields: Any) -> Notification:
+def _create(title: str, **fields: Any) -> tuple[Notification, dict[str, Any]]:
     """``notify()``'s validation and insert, committed (no caller's transaction is open in this
-    hop) and not published (``anotify`` publishes on its own loop)."""
-    return _store(_checked(title, **fields), deliver=False)
+    hop), and its channel-layer message, encoded here rather than on the caller's event loop;
+    not published (``anotify`` publishes on its own loop)."""
+    notification = _store(_checked(title, **fields), deliver=False)
+    return notification, event_message(notification)
 
 
 def _checked(
@@ -239,18 +241,13 @@ def _store(notification: Notification, *, deliver: bool = True) -> Notification:
 
     ``deliver=False``: the caller publishes once the transaction it holds has committed.
     """
-    if connection.vendor == "sqlite":
-        # SQLite's one write lock is taken at the INSERT (where the id is given) and held
-        # until commit, so ids follow commit order with no lock of ours; the StreamState row
-        # ``lock_sequence`` reads would cost a query (0.24 ms) for nothing.
-        with transaction.atomic():
-            notification.save(force_insert=True)
-            if deliver:
-                transaction.on_commit(lambda: publish(event_message(notification)))
-        return notification
     if connection.vendor != "postgresql":
         with transaction.atomic():
-            lock_sequence()
+            if connection.vendor != "sqlite":
+                # SQLite needs no lock of ours: its one write lock is taken at the INSERT
+                # (where the id is given) and held until commit, so ids already follow commit
+                # order, and the StreamState read would cost a query (0.24 ms) for nothing.
+                lock_sequence()
             notification.save(force_insert=True)
             if deliver:
                 transaction.on_commit(lambda: publish(event_message(notification)))

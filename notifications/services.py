@@ -648,9 +648,8 @@ def publish(message: dict[str, Any]) -> None:
 def publish_many(messages: Sequence[dict[str, Any]]) -> None:
     """``publish`` each message in order, in one hop to the event loop (a bulk send's batches
     then wait once for a server's loop, not once each behind the fan-out of the one before)."""
-    layer = get_channel_layer()
+    layer = _layer_for(messages)
     if layer is None:
-        logger.warning("No channel layer configured: %d message(s) not delivered live.", len(messages))
         return
 
     async def send_all() -> None:
@@ -669,11 +668,18 @@ def publish_many(messages: Sequence[dict[str, Any]]) -> None:
 
 async def apublish_many(messages: Sequence[dict[str, Any]]) -> None:
     """``publish_many`` from async code, on the running loop. Never raises."""
+    layer = _layer_for(messages)
+    if layer is not None:
+        await _send_all(layer, messages)
+
+
+def _layer_for(messages: Sequence[dict[str, Any]]) -> Any:
+    """The default channel layer, or None (logged: ``messages`` then reach streams only
+    through the hubs' database check)."""
     layer = get_channel_layer()
     if layer is None:
         logger.warning("No channel layer configured: %d message(s) not delivered live.", len(messages))
-        return
-    await _send_all(layer, messages)
+    return layer
 
 
 async def _send_all(layer: Any, messages: Sequence[dict[str, Any]]) -> None:
